@@ -1,0 +1,10 @@
+//! wsloop: a single-threaded RFC 6455 WebSocket server on one `mio` poll loop.
+//!
+//! - [`proto`]: the sans-IO protocol core (handshake, frames, masking, UTF-8,
+//!   close codes, message reassembly). Usable in either role.
+//! - [`net`]: the poll loop and per-connection glue; the only code that
+//!   touches sockets.
+//! - [`service`]: what the server does with messages (echo, broadcast).
+//! - [`config`]: every limit and setting, in one place.
+
+pub mod proto;
