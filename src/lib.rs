@@ -7,4 +7,7 @@
 //! - [`service`]: what the server does with messages (echo, broadcast).
 //! - [`config`]: every limit and setting, in one place.
 
+pub mod config;
+pub mod net;
 pub mod proto;
+pub mod service;

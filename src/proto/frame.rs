@@ -216,34 +216,103 @@ mod tests {
         let d = decode_every_prefix(&[0x81, 0x05]).unwrap();
         assert_eq!(
             d,
-            Decoded::Complete(Header { fin: true, rsv: 0, opcode: 1, mask: None, len: 5 }, 2)
+            Decoded::Complete(
+                Header {
+                    fin: true,
+                    rsv: 0,
+                    opcode: 1,
+                    mask: None,
+                    len: 5
+                },
+                2
+            )
         );
         // "A single-frame masked text message"
         let d = decode_every_prefix(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d]).unwrap();
         assert_eq!(
             d,
             Decoded::Complete(
-                Header { fin: true, rsv: 0, opcode: 1, mask: Some([0x37, 0xfa, 0x21, 0x3d]), len: 5 },
+                Header {
+                    fin: true,
+                    rsv: 0,
+                    opcode: 1,
+                    mask: Some([0x37, 0xfa, 0x21, 0x3d]),
+                    len: 5
+                },
                 6
             )
         );
         // "A fragmented unmasked text message": 0x01 0x03 "Hel", 0x80 0x02 "lo"
         let d = decode_every_prefix(&[0x01, 0x03]).unwrap();
-        assert_eq!(d, Decoded::Complete(Header { fin: false, rsv: 0, opcode: 1, mask: None, len: 3 }, 2));
+        assert_eq!(
+            d,
+            Decoded::Complete(
+                Header {
+                    fin: false,
+                    rsv: 0,
+                    opcode: 1,
+                    mask: None,
+                    len: 3
+                },
+                2
+            )
+        );
         let d = decode_every_prefix(&[0x80, 0x02]).unwrap();
-        assert_eq!(d, Decoded::Complete(Header { fin: true, rsv: 0, opcode: 0, mask: None, len: 2 }, 2));
+        assert_eq!(
+            d,
+            Decoded::Complete(
+                Header {
+                    fin: true,
+                    rsv: 0,
+                    opcode: 0,
+                    mask: None,
+                    len: 2
+                },
+                2
+            )
+        );
         // "256 bytes binary message in a single unmasked frame": 0x82 0x7E 0x0100
         let d = decode_every_prefix(&[0x82, 0x7E, 0x01, 0x00]).unwrap();
-        assert_eq!(d, Decoded::Complete(Header { fin: true, rsv: 0, opcode: 2, mask: None, len: 256 }, 4));
+        assert_eq!(
+            d,
+            Decoded::Complete(
+                Header {
+                    fin: true,
+                    rsv: 0,
+                    opcode: 2,
+                    mask: None,
+                    len: 256
+                },
+                4
+            )
+        );
         // "64KiB binary message in a single unmasked frame": 0x82 0x7F 0x0000000000010000
         let d = decode_every_prefix(&[0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0]).unwrap();
-        assert_eq!(d, Decoded::Complete(Header { fin: true, rsv: 0, opcode: 2, mask: None, len: 65536 }, 10));
+        assert_eq!(
+            d,
+            Decoded::Complete(
+                Header {
+                    fin: true,
+                    rsv: 0,
+                    opcode: 2,
+                    mask: None,
+                    len: 65536
+                },
+                10
+            )
+        );
     }
 
     #[test]
     fn encode_matches_rfc_examples_and_round_trips() {
-        assert_eq!(encode(true, Opcode::Text, 5, None).as_slice(), &[0x81, 0x05]);
-        assert_eq!(encode(true, Opcode::Binary, 256, None).as_slice(), &[0x82, 0x7E, 0x01, 0x00]);
+        assert_eq!(
+            encode(true, Opcode::Text, 5, None).as_slice(),
+            &[0x81, 0x05]
+        );
+        assert_eq!(
+            encode(true, Opcode::Binary, 256, None).as_slice(),
+            &[0x82, 0x7E, 0x01, 0x00]
+        );
         assert_eq!(
             encode(true, Opcode::Binary, 65536, None).as_slice(),
             &[0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0]
@@ -256,7 +325,13 @@ mod tests {
                     assert_eq!(
                         d,
                         Decoded::Complete(
-                            Header { fin: true, rsv: 0, opcode: op as u8, mask, len },
+                            Header {
+                                fin: true,
+                                rsv: 0,
+                                opcode: op as u8,
+                                mask,
+                                len
+                            },
                             e.as_slice().len()
                         )
                     );
@@ -282,7 +357,19 @@ mod tests {
     #[test]
     fn reserved_bits_and_opcodes_are_reported_raw() {
         let d = decode(&[0xF3, 0x00]).unwrap();
-        assert_eq!(d, Decoded::Complete(Header { fin: true, rsv: 7, opcode: 3, mask: None, len: 0 }, 2));
+        assert_eq!(
+            d,
+            Decoded::Complete(
+                Header {
+                    fin: true,
+                    rsv: 7,
+                    opcode: 3,
+                    mask: None,
+                    len: 0
+                },
+                2
+            )
+        );
         assert_eq!(Opcode::from_u8(3), None);
         assert_eq!(Opcode::from_u8(0xB), None);
         assert!(Opcode::Ping.is_control() && !Opcode::Binary.is_control());
@@ -291,7 +378,15 @@ mod tests {
     #[test]
     fn write_masks_the_payload() {
         let mut out = Vec::new();
-        write(&mut out, Opcode::Text, b"Hello", Some([0x37, 0xfa, 0x21, 0x3d]));
-        assert_eq!(out, [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+        write(
+            &mut out,
+            Opcode::Text,
+            b"Hello",
+            Some([0x37, 0xfa, 0x21, 0x3d]),
+        );
+        assert_eq!(
+            out,
+            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
+        );
     }
 }

@@ -139,7 +139,12 @@ impl Request {
         // §4.2.2 4: otherwise answer e.g. 426 with the versions we speak.
         match self.version.as_deref() {
             Some("13") => {}
-            Some(_) => return Err(HttpError::new(426, "unsupported Sec-WebSocket-Version; this server speaks 13")),
+            Some(_) => {
+                return Err(HttpError::new(
+                    426,
+                    "unsupported Sec-WebSocket-Version; this server speaks 13",
+                ))
+            }
             None => return Err(HttpError::bad("missing Sec-WebSocket-Version")),
         }
         // 5: "A |Sec-WebSocket-Key| header field with a base64-encoded value
@@ -150,7 +155,8 @@ impl Request {
     fn start_line(&mut self, line: &[u8]) -> Result<(), HttpError> {
         // RFC 9112 §3: request-line = method SP request-target SP HTTP-version
         let mut parts = line.split(|&b| b == b' ');
-        let (Some(method), Some(target), Some(version), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(method), Some(target), Some(version), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(HttpError::bad("malformed request line"));
         };
@@ -167,7 +173,8 @@ impl Request {
         if target.first() != Some(&b'/') || !target.iter().all(|&b| b.is_ascii_graphic()) {
             return Err(HttpError::bad("malformed request target"));
         }
-        self.target = String::from_utf8(target.to_vec()).map_err(|_| HttpError::bad("malformed request target"))?;
+        self.target = String::from_utf8(target.to_vec())
+            .map_err(|_| HttpError::bad("malformed request target"))?;
         self.minor_version = http::parse_version(version)?;
         Ok(())
     }
@@ -197,7 +204,11 @@ impl Request {
                         key.copy_from_slice(value);
                         self.key = Some(key);
                     }
-                    _ => self.defect = Some(HttpError::bad("Sec-WebSocket-Key is not base64 of 16 bytes")),
+                    _ => {
+                        self.defect = Some(HttpError::bad(
+                            "Sec-WebSocket-Key is not base64 of 16 bytes",
+                        ))
+                    }
                 }
             }
         } else if is("sec-websocket-version") {
@@ -306,7 +317,14 @@ pub fn write_accept(out: &mut Vec<u8>, key: &[u8]) {
 
 /// Appends a complete plain-text HTTP response to `out`. `extra_headers`
 /// are full lines, each ending in CRLF.
-pub fn write_response(out: &mut Vec<u8>, status: u16, extra_headers: &str, content_type: &str, body: &[u8], close: bool) {
+pub fn write_response(
+    out: &mut Vec<u8>,
+    status: u16,
+    extra_headers: &str,
+    content_type: &str,
+    body: &[u8],
+    close: bool,
+) {
     use std::io::Write as _;
     let _ = write!(
         out,
@@ -336,7 +354,14 @@ pub fn write_error(out: &mut Vec<u8>, err: &HttpError) {
         body[n] = b'\n';
         n + 1
     };
-    write_response(out, err.status, extra, "text/plain; charset=utf-8", &body[..n], true);
+    write_response(
+        out,
+        err.status,
+        extra,
+        "text/plain; charset=utf-8",
+        &body[..n],
+        true,
+    );
 }
 
 // ---------------------------------------------------------------- client --
@@ -356,7 +381,9 @@ pub fn write_client_request(out: &mut Vec<u8>, host: &str, path: &str, key: &Key
 /// Encodes 16 key bytes as a `Sec-WebSocket-Key`.
 pub fn encode_key(nonce: [u8; 16]) -> Key {
     let mut key = [0u8; 24];
-    BASE64.encode_slice(nonce, &mut key).expect("24 bytes hold the base64 of 16");
+    BASE64
+        .encode_slice(nonce, &mut key)
+        .expect("24 bytes hold the base64 of 16");
     key
 }
 
@@ -447,7 +474,10 @@ impl ResponseParser {
 mod tests {
     use super::*;
 
-    const LIMITS: HeadLimits = HeadLimits { max_size: 8192, max_fields: 100 };
+    const LIMITS: HeadLimits = HeadLimits {
+        max_size: 8192,
+        max_fields: 100,
+    };
 
     const RFC_REQUEST: &[u8] = b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\n\
@@ -456,7 +486,10 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
     #[test]
     fn rfc_sample_key() {
         // §1.3 / §4.2.2.
-        assert_eq!(&accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="), b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        assert_eq!(
+            &accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            b"s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
     }
 
     /// Parses `bytes` split at every offset (and one byte at a time) and
@@ -464,7 +497,11 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
     fn parse_all_ways(bytes: &[u8]) -> Result<(Request, usize), HttpError> {
         let whole = parse_chunks(&[bytes]);
         for cut in 0..=bytes.len() {
-            assert_eq!(parse_chunks(&[&bytes[..cut], &bytes[cut..]]), whole, "cut {cut}");
+            assert_eq!(
+                parse_chunks(&[&bytes[..cut], &bytes[cut..]]),
+                whole,
+                "cut {cut}"
+            );
         }
         let ones: Vec<&[u8]> = bytes.chunks(1).collect();
         assert_eq!(parse_chunks(&ones), whole, "byte at a time");
@@ -527,18 +564,36 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
             (with("GET /chat HTTP/1.1", "GET chat HTTP/1.1"), 400),
             (with("GET /chat HTTP/1.1", "G(T /chat HTTP/1.1"), 400),
             (with("Host: server.example.com\r\n", ""), 400),
-            (with("Host: server.example.com\r\n", "Host: a\r\nHost: b\r\n"), 400),
-            (with("Upgrade: websocket", "Upgrade: h2c"), 400),
-            (with("Connection: Upgrade", "Connection: keep-alive"), 400),
-            (with("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ"), 400),
-            (with("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="), 400),
-            (with("dGhlIHNhbXBsZSBub25jZQ==", "!!!!!!!!!!!!!!!!!!!!!!=="), 400),
-            (with("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""), 400),
             (
-                with("Sec-WebSocket-Key", "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key"),
+                with("Host: server.example.com\r\n", "Host: a\r\nHost: b\r\n"),
                 400,
             ),
-            (with("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"), 426),
+            (with("Upgrade: websocket", "Upgrade: h2c"), 400),
+            (with("Connection: Upgrade", "Connection: keep-alive"), 400),
+            (
+                with("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ"),
+                400,
+            ),
+            (with("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="), 400),
+            (
+                with("dGhlIHNhbXBsZSBub25jZQ==", "!!!!!!!!!!!!!!!!!!!!!!=="),
+                400,
+            ),
+            (
+                with("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
+                400,
+            ),
+            (
+                with(
+                    "Sec-WebSocket-Key",
+                    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Key",
+                ),
+                400,
+            ),
+            (
+                with("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"),
+                426,
+            ),
             (with("Sec-WebSocket-Version: 13\r\n", ""), 400),
             (with("Origin", " Origin"), 400),
             (with("Origin: http", "Origin http"), 400),
@@ -547,13 +602,21 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
         ];
         for (bytes, status) in cases {
             let got = parse_all_ways(&bytes).and_then(|(r, _)| r.websocket_key());
-            assert_eq!(got.map_err(|e| e.status), Err(status), "{}", String::from_utf8_lossy(&bytes));
+            assert_eq!(
+                got.map_err(|e| e.status),
+                Err(status),
+                "{}",
+                String::from_utf8_lossy(&bytes)
+            );
         }
     }
 
     #[test]
     fn case_insensitive_tokens() {
-        let bytes = with("Upgrade: websocket\r\nConnection: Upgrade", "upgrade: WebSocket\r\nconnection: keep-alive, UPGRADE");
+        let bytes = with(
+            "Upgrade: websocket\r\nConnection: Upgrade",
+            "upgrade: WebSocket\r\nconnection: keep-alive, UPGRADE",
+        );
         let (req, _) = parse_all_ways(&bytes).unwrap();
         assert!(req.websocket_key().is_ok());
     }
@@ -590,10 +653,16 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
         for cut in 0..resp.len() - 2 {
             let mut p = ResponseParser::new(&key);
             assert_eq!(p.feed(&LIMITS, &resp[..cut]), Ok(Progress::Partial));
-            assert_eq!(p.feed(&LIMITS, &resp[cut..]), Ok(Progress::Complete(resp.len() - cut - 2)));
+            assert_eq!(
+                p.feed(&LIMITS, &resp[cut..]),
+                Ok(Progress::Complete(resp.len() - cut - 2))
+            );
         }
         let mut p = ResponseParser::new(&encode_key([8; 16]));
-        assert_eq!(p.feed(&LIMITS, &resp), Err(ResponseError::Invalid("wrong Sec-WebSocket-Accept")));
+        assert_eq!(
+            p.feed(&LIMITS, &resp),
+            Err(ResponseError::Invalid("wrong Sec-WebSocket-Accept"))
+        );
         let mut err = Vec::new();
         write_error(&mut err, &HttpError::new(503, "full"));
         let mut p = ResponseParser::new(&key);

@@ -119,18 +119,18 @@ mod tests {
             b"",
             b"Hello-\xc2\xb5@\xc3\x9f\xc3\xb6\xc3\xa4\xc3\xbc\xc3\xa0\xc3\xa1-UTF-8!!",
             "κόσμε".as_bytes(),
-            b"\xf0\x90\x80\x80",     // first 4-byte code point
-            b"\xf4\x8f\xbf\xbf",     // U+10FFFF, the last code point
-            b"\xef\xbf\xbf",         // U+FFFF
-            b"\xf4\x90\x80\x80",     // above U+10FFFF
-            b"\xed\xa0\x80",         // UTF-16 surrogate
-            b"\xc0\xaf",             // overlong '/'
-            b"\xe0\x80\xaf",         // overlong
-            b"\x80",                 // lone continuation byte
+            b"\xf0\x90\x80\x80", // first 4-byte code point
+            b"\xf4\x8f\xbf\xbf", // U+10FFFF, the last code point
+            b"\xef\xbf\xbf",     // U+FFFF
+            b"\xf4\x90\x80\x80", // above U+10FFFF
+            b"\xed\xa0\x80",     // UTF-16 surrogate
+            b"\xc0\xaf",         // overlong '/'
+            b"\xe0\x80\xaf",     // overlong
+            b"\x80",             // lone continuation byte
             b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80edited", // Autobahn 6.4.x
             b"\xf8\x88\x80\x80\x80", // five-byte form
             b"\xfe",
-            b"ab\xe2\x82",           // truncated at the end
+            b"ab\xe2\x82", // truncated at the end
         ];
         for c in cases {
             check_all_splits(c);
@@ -145,7 +145,10 @@ mod tests {
         assert_eq!(v.feed(b"ok \xf4"), Ok(()));
         assert_eq!(v.feed(b"\x90"), Err(InvalidUtf8));
         let mut v = Utf8Validator::new();
-        assert_eq!(v.feed(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0"), Err(InvalidUtf8));
+        assert_eq!(
+            v.feed(b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0"),
+            Err(InvalidUtf8)
+        );
     }
 
     #[test]

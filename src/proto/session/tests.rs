@@ -23,7 +23,9 @@ fn text(s: &str) -> Ev {
 
 /// A masked client frame.
 fn cf(fin: bool, op: Opcode, payload: &[u8]) -> Vec<u8> {
-    let mut v = encode(fin, op, payload.len() as u64, Some(KEY)).as_slice().to_vec();
+    let mut v = encode(fin, op, payload.len() as u64, Some(KEY))
+        .as_slice()
+        .to_vec();
     let at = v.len();
     v.extend_from_slice(payload);
     mask::apply(&mut v[at..], KEY, 0);
@@ -91,7 +93,11 @@ fn check_with(role: Role, limits: Limits, input: &[u8], events: &[Ev], out: &[u8
         assert_eq!(split, whole, "split at {cut} of {input:x?}");
     }
     let bytes: Vec<&[u8]> = input.chunks(1).collect();
-    assert_eq!(drive(new(), &limits, &bytes), whole, "byte at a time: {input:x?}");
+    assert_eq!(
+        drive(new(), &limits, &bytes),
+        whole,
+        "byte at a time: {input:x?}"
+    );
 }
 
 fn check(input: &[u8], events: &[Ev], out: &[u8]) {
@@ -104,12 +110,21 @@ fn cat(parts: &[Vec<u8>]) -> Vec<u8> {
 
 #[test]
 fn rfc_5_7_single_frame_masked_text() {
-    check(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58], &[text("Hello")], &[]);
+    check(
+        &[
+            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
+        ],
+        &[text("Hello")],
+        &[],
+    );
 }
 
 #[test]
 fn rfc_5_7_fragmented_text() {
-    let input = cat(&[cf(false, Opcode::Text, b"Hel"), cf(true, Opcode::Continuation, b"lo")]);
+    let input = cat(&[
+        cf(false, Opcode::Text, b"Hel"),
+        cf(true, Opcode::Continuation, b"lo"),
+    ]);
     check(&input, &[text("Hello")], &[]);
 }
 
@@ -136,7 +151,11 @@ fn length_forms_and_binary() {
             let whole = drive(Session::server(), &Limits::default(), &[&input]);
             assert_eq!(whole.0, [Msg(MessageKind::Binary, payload.clone())]);
             for cut in [1, 2, 3, 4, 5, 9, 13, 14, 15, 1000, input.len() - 1] {
-                let split = drive(Session::server(), &Limits::default(), &[&input[..cut], &input[cut..]]);
+                let split = drive(
+                    Session::server(),
+                    &Limits::default(),
+                    &[&input[..cut], &input[cut..]],
+                );
                 assert_eq!(split, whole, "len {len} cut {cut}");
             }
         }
@@ -179,8 +198,20 @@ fn control_frames_inside_a_fragmented_message() {
 
 #[test]
 fn several_messages_in_one_input() {
-    let input = cat(&[cf(true, Opcode::Text, b"a"), cf(true, Opcode::Text, b"bc"), cf(true, Opcode::Binary, b"d")]);
-    check(&input, &[text("a"), text("bc"), Msg(MessageKind::Binary, b"d".to_vec())], &[]);
+    let input = cat(&[
+        cf(true, Opcode::Text, b"a"),
+        cf(true, Opcode::Text, b"bc"),
+        cf(true, Opcode::Binary, b"d"),
+    ]);
+    check(
+        &input,
+        &[
+            text("a"),
+            text("bc"),
+            Msg(MessageKind::Binary, b"d".to_vec()),
+        ],
+        &[],
+    );
 }
 
 fn fail_out(code: u16, reason: &str) -> Vec<u8> {
@@ -198,9 +229,15 @@ fn protocol_errors_table() {
         (raw(0x87, b""), "reserved opcode"),
         (raw(0x8B, b""), "reserved opcode"),
         (raw(0x8F, b""), "reserved opcode"),
-        (cf(true, Opcode::Ping, &[b'x'; 126]), "control frame longer than 125 bytes"),
+        (
+            cf(true, Opcode::Ping, &[b'x'; 126]),
+            "control frame longer than 125 bytes",
+        ),
         (cf(false, Opcode::Ping, b"x"), "fragmented control frame"),
-        (cf(true, Opcode::Continuation, b"x"), "continuation frame without a message"),
+        (
+            cf(true, Opcode::Continuation, b"x"),
+            "continuation frame without a message",
+        ),
         (
             cat(&[cf(false, Opcode::Text, b"a"), cf(true, Opcode::Text, b"b")]),
             "new message inside a fragmented message",
@@ -209,15 +246,34 @@ fn protocol_errors_table() {
             vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4],
             "64-bit length with the top bit set",
         ),
-        (cf(true, Opcode::Close, b"\x03"), "close frame body of one byte"),
-        (cf(true, Opcode::Close, &close_body(1005, "")), "invalid close code"),
-        (cf(true, Opcode::Close, &close_body(999, "")), "invalid close code"),
-        (cf(true, Opcode::Close, &close_body(5000, "")), "invalid close code"),
-        (cf(true, Opcode::Close, b"\x03\xe8\xff"), "close reason is not UTF-8"),
+        (
+            cf(true, Opcode::Close, b"\x03"),
+            "close frame body of one byte",
+        ),
+        (
+            cf(true, Opcode::Close, &close_body(1005, "")),
+            "invalid close code",
+        ),
+        (
+            cf(true, Opcode::Close, &close_body(999, "")),
+            "invalid close code",
+        ),
+        (
+            cf(true, Opcode::Close, &close_body(5000, "")),
+            "invalid close code",
+        ),
+        (
+            cf(true, Opcode::Close, b"\x03\xe8\xff"),
+            "close reason is not UTF-8",
+        ),
     ];
     for (input, reason) in cases {
         // Whatever follows the bad frame is never looked at (§7.1.7).
-        let input = cat(&[input, cf(true, Opcode::Text, b"after"), b"\xff\xff garbage".to_vec()]);
+        let input = cat(&[
+            input,
+            cf(true, Opcode::Text, b"after"),
+            b"\xff\xff garbage".to_vec(),
+        ]);
         check(&input, &[Fail(1002)], &fail_out(1002, reason));
     }
 }
@@ -225,10 +281,21 @@ fn protocol_errors_table() {
 #[test]
 fn close_handshake_echoes_the_code() {
     for code in [1000u16, 1001, 1003, 1007, 1011, 3000, 4999] {
-        let input = cat(&[cf(true, Opcode::Close, &close_body(code, "bye")), cf(true, Opcode::Text, b"ignored")]);
-        check(&input, &[Closed(Some(code), "bye".into())], &sf(Opcode::Close, &code.to_be_bytes()));
+        let input = cat(&[
+            cf(true, Opcode::Close, &close_body(code, "bye")),
+            cf(true, Opcode::Text, b"ignored"),
+        ]);
+        check(
+            &input,
+            &[Closed(Some(code), "bye".into())],
+            &sf(Opcode::Close, &code.to_be_bytes()),
+        );
     }
-    check(&cf(true, Opcode::Close, b""), &[Closed(None, String::new())], &sf(Opcode::Close, b""));
+    check(
+        &cf(true, Opcode::Close, b""),
+        &[Closed(None, String::new())],
+        &sf(Opcode::Close, b""),
+    );
 }
 
 #[test]
@@ -239,17 +306,36 @@ fn invalid_utf8_fails_fast() {
     payload.resize(1000, b'a');
     let frame = cf(true, Opcode::Text, &payload);
     let head = &frame[..8 + 5]; // 2 + 2 length + 4 mask, then 5 bytes
-    check(head, &[Fail(1007)], &fail_out(1007, "invalid UTF-8 in text message"));
+    check(
+        head,
+        &[Fail(1007)],
+        &fail_out(1007, "invalid UTF-8 in text message"),
+    );
 
     // Mid-fragment: first fragment valid, second invalid, final never sent.
-    let input = cat(&[cf(false, Opcode::Text, b"hello"), cf(false, Opcode::Continuation, b"\xce\xba\xed\xa0\x80")]);
-    check(&input, &[Fail(1007)], &fail_out(1007, "invalid UTF-8 in text message"));
+    let input = cat(&[
+        cf(false, Opcode::Text, b"hello"),
+        cf(false, Opcode::Continuation, b"\xce\xba\xed\xa0\x80"),
+    ]);
+    check(
+        &input,
+        &[Fail(1007)],
+        &fail_out(1007, "invalid UTF-8 in text message"),
+    );
 
     // Truncated code point at the end of the message.
-    check(&cf(true, Opcode::Text, b"a\xe2\x82"), &[Fail(1007)], &fail_out(1007, "text message ends inside a code point"));
+    check(
+        &cf(true, Opcode::Text, b"a\xe2\x82"),
+        &[Fail(1007)],
+        &fail_out(1007, "text message ends inside a code point"),
+    );
 
     // Binary messages are not validated.
-    check(&cf(true, Opcode::Binary, b"\xff"), &[Msg(MessageKind::Binary, vec![0xff])], &[]);
+    check(
+        &cf(true, Opcode::Binary, b"\xff"),
+        &[Msg(MessageKind::Binary, vec![0xff])],
+        &[],
+    );
 }
 
 #[test]
@@ -265,16 +351,43 @@ fn code_point_split_across_fragments_passes() {
 
 #[test]
 fn size_limits_on_the_declared_length() {
-    let limits = Limits { max_frame: 100, max_message: 150 };
+    let limits = Limits {
+        max_frame: 100,
+        max_message: 150,
+    };
     // Only the header of a too-long frame is needed to reject it.
     let big = cf(true, Opcode::Binary, &[0; 101]);
-    check_with(Role::Server, limits, &big[..8], &[Fail(1009)], &fail_out(1009, "frame exceeds the size limit"));
-    let input = cat(&[cf(false, Opcode::Binary, &[1; 100]), cf(true, Opcode::Continuation, &[2; 51])]);
-    check_with(Role::Server, limits, &input[..input.len() - 51], &[Fail(1009)], &fail_out(1009, "message exceeds the size limit"));
-    let ok = cat(&[cf(false, Opcode::Binary, &[1; 100]), cf(true, Opcode::Continuation, &[2; 50])]);
+    check_with(
+        Role::Server,
+        limits,
+        &big[..8],
+        &[Fail(1009)],
+        &fail_out(1009, "frame exceeds the size limit"),
+    );
+    let input = cat(&[
+        cf(false, Opcode::Binary, &[1; 100]),
+        cf(true, Opcode::Continuation, &[2; 51]),
+    ]);
+    check_with(
+        Role::Server,
+        limits,
+        &input[..input.len() - 51],
+        &[Fail(1009)],
+        &fail_out(1009, "message exceeds the size limit"),
+    );
+    let ok = cat(&[
+        cf(false, Opcode::Binary, &[1; 100]),
+        cf(true, Opcode::Continuation, &[2; 50]),
+    ]);
     let mut expect = vec![1; 100];
     expect.extend_from_slice(&[2; 50]);
-    check_with(Role::Server, limits, &ok, &[Msg(MessageKind::Binary, expect)], &[]);
+    check_with(
+        Role::Server,
+        limits,
+        &ok,
+        &[Msg(MessageKind::Binary, expect)],
+        &[],
+    );
 }
 
 #[test]
@@ -287,27 +400,60 @@ fn server_initiated_close() {
     // No more data, no pongs once Close is sent.
     out.clear();
     assert!(!s.send(MessageKind::Text, b"x", &mut out));
-    let mut input = cat(&[cf(true, Opcode::Ping, b"p"), cf(true, Opcode::Close, &close_body(1001, ""))]);
+    let mut input = cat(&[
+        cf(true, Opcode::Ping, b"p"),
+        cf(true, Opcode::Close, &close_body(1001, "")),
+    ]);
     let mut pos = 0;
     let limits = Limits::default();
-    assert_eq!(s.poll(&limits, &mut input, &mut pos, &mut out), Ok(Some(Event::Ping(b"p"))));
-    assert_eq!(s.poll(&limits, &mut input, &mut pos, &mut out), Ok(Some(Event::Closed { code: Some(1001), reason: "" })));
-    assert!(out.is_empty(), "the peer's Close answers ours; nothing is sent back");
+    assert_eq!(
+        s.poll(&limits, &mut input, &mut pos, &mut out),
+        Ok(Some(Event::Ping(b"p")))
+    );
+    assert_eq!(
+        s.poll(&limits, &mut input, &mut pos, &mut out),
+        Ok(Some(Event::Closed {
+            code: Some(1001),
+            reason: ""
+        }))
+    );
+    assert!(
+        out.is_empty(),
+        "the peer's Close answers ours; nothing is sent back"
+    );
     assert!(s.is_closed());
 }
 
 #[test]
 fn client_role_accepts_unmasked_and_rejects_masked() {
     let limits = Limits::default();
-    check_with(Role::Client, limits, &sf(Opcode::Text, b"hi"), &[text("hi")], &[]);
-    check_with(Role::Client, limits, &cf(true, Opcode::Text, b"hi"), &[Fail(1002)], &[]);
+    check_with(
+        Role::Client,
+        limits,
+        &sf(Opcode::Text, b"hi"),
+        &[text("hi")],
+        &[],
+    );
+    check_with(
+        Role::Client,
+        limits,
+        &cf(true, Opcode::Text, b"hi"),
+        &[Fail(1002)],
+        &[],
+    );
     // What a client sends is masked, and a server session reads it back.
     let mut c = Session::client(42);
     let mut wire = Vec::new();
     assert!(c.send(MessageKind::Binary, b"payload", &mut wire));
     assert!(c.ping(b"p", &mut wire));
     let (ev, _) = drive(Session::server(), &limits, &[&wire]);
-    assert_eq!(ev, [Msg(MessageKind::Binary, b"payload".to_vec()), Ping(b"p".to_vec())]);
+    assert_eq!(
+        ev,
+        [
+            Msg(MessageKind::Binary, b"payload".to_vec()),
+            Ping(b"p".to_vec())
+        ]
+    );
 }
 
 #[test]
@@ -321,12 +467,19 @@ fn gathered_buffers_are_released_after_delivery() {
     assert_eq!(s.poll(&limits, &mut a, &mut pos, &mut out), Ok(None));
     assert!(s.buffered() > 0);
     pos = 0;
-    assert!(matches!(s.poll(&limits, &mut b, &mut pos, &mut out), Ok(Some(Event::Message(..)))));
+    assert!(matches!(
+        s.poll(&limits, &mut b, &mut pos, &mut out),
+        Ok(Some(Event::Message(..)))
+    ));
     assert_eq!(s.poll(&limits, &mut b, &mut pos, &mut out), Ok(None));
     assert_eq!(s.buffered(), 0);
 }
 
 #[test]
 fn session_is_small() {
-    assert!(core::mem::size_of::<Session>() <= 64, "{}", core::mem::size_of::<Session>());
+    assert!(
+        core::mem::size_of::<Session>() <= 64,
+        "{}",
+        core::mem::size_of::<Session>()
+    );
 }

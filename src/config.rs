@@ -1,0 +1,49 @@
+//! Every setting and limit of the daemon, with its default, in one place.
+//! The command line (`src/main.rs`) maps onto [`Config`] field by field.
+
+use crate::proto::http::HeadLimits;
+use crate::proto::Limits;
+use std::net::SocketAddr;
+
+/// Where the daemon listens unless told otherwise.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
+/// Largest data frame, in bytes (16 MiB: Autobahn §9 sends 16 MiB messages).
+pub const DEFAULT_MAX_FRAME: u64 = 16 << 20;
+/// Largest reassembled message, in bytes.
+pub const DEFAULT_MAX_MESSAGE: u64 = 16 << 20;
+/// Largest request head (request line, fields and the blank line), bytes.
+pub const DEFAULT_MAX_HEADER: usize = 8 << 10;
+/// Most header field lines in a request.
+pub const DEFAULT_MAX_HEADER_FIELDS: usize = 100;
+/// Queued outgoing bytes past which a connection is no longer read until
+/// its peer catches up.
+pub const DEFAULT_MAX_BACKPRESSURE: usize = 1 << 20;
+/// The loop-wide read buffer: one read system call takes at most this.
+pub const READ_BUFFER: usize = 64 << 10;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    /// Frame and message size limits (answered with close code 1009).
+    pub limits: Limits,
+    /// Request head limits (answered with HTTP 431).
+    pub head: HeadLimits,
+    pub max_backpressure: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            limits: Limits {
+                max_frame: DEFAULT_MAX_FRAME,
+                max_message: DEFAULT_MAX_MESSAGE,
+            },
+            head: HeadLimits {
+                max_size: DEFAULT_MAX_HEADER,
+                max_fields: DEFAULT_MAX_HEADER_FIELDS,
+            },
+            max_backpressure: DEFAULT_MAX_BACKPRESSURE,
+        }
+    }
+}

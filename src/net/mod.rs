@@ -1,0 +1,6 @@
+//! The poll loop: the only code that touches sockets and `mio`.
+
+mod outq;
+mod server;
+
+pub use server::{Server, CONNECTION_RECORD_BYTES};

@@ -1,0 +1,230 @@
+//! Test helpers: the daemon as a child process on an ephemeral port, and a
+//! raw client for input no well-behaved library would send.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long any single read in a test may wait.
+pub const DEADLINE: Duration = Duration::from_secs(10);
+
+/// The `wsloop` binary, running until dropped.
+pub struct Daemon {
+    child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Daemon {
+    pub fn start(args: &[&str]) -> Daemon {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+            .args(["--listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start wsloop");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr = rest.split_whitespace().next().unwrap().to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                // Keep draining so the daemon never blocks on a full pipe.
+            }
+        });
+        let addr = rx
+            .recv_timeout(DEADLINE)
+            .expect("daemon logs its address")
+            .parse()
+            .unwrap();
+        Daemon { child, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A frame as read off the wire by [`Raw`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    pub fin: bool,
+    pub opcode: u8,
+    pub payload: Vec<u8>,
+}
+
+impl Frame {
+    pub fn close_code(&self) -> Option<u16> {
+        assert_eq!(self.opcode, 8, "not a close frame: {self:?}");
+        (self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+/// A hand-rolled client that writes exactly the bytes a test wants. Its
+/// framing is written out here, independently of the crate's codec.
+pub struct Raw {
+    pub stream: TcpStream,
+    /// Bytes read but not yet consumed.
+    buf: Vec<u8>,
+}
+
+pub const REQUEST: &str = "GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+impl Raw {
+    pub fn connect(addr: SocketAddr) -> Raw {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Raw { stream, buf: Vec::new() }
+    }
+
+    /// Connects and completes the handshake on /echo.
+    pub fn open(addr: SocketAddr) -> Raw {
+        let mut c = Raw::connect(addr);
+        c.send(REQUEST.as_bytes());
+        let (status, head, _) = c.read_response();
+        assert_eq!(status, 101, "{head}");
+        assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{head}");
+        c
+    }
+
+    pub fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    fn fill(&mut self) -> usize {
+        let mut tmp = [0u8; 65536];
+        match self.stream.read(&mut tmp) {
+            Ok(n) => {
+                self.buf.extend_from_slice(&tmp[..n]);
+                n
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            Err(e) => panic!("read failed (deadline {DEADLINE:?}): {e}"),
+        }
+    }
+
+    /// Reads an HTTP response head and, if it has a Content-Length, the
+    /// body. Returns (status, head, body).
+    pub fn read_response(&mut self) -> (u16, String, Vec<u8>) {
+        let end = loop {
+            if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            assert!(self.fill() > 0, "EOF inside a response head: {:?}", String::from_utf8_lossy(&self.buf));
+        };
+        let head = String::from_utf8(self.buf[..end].to_vec()).unwrap();
+        self.buf.drain(..end);
+        let status = head[9..12].parse().unwrap();
+        let len = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+            .unwrap_or(0);
+        while self.buf.len() < len {
+            assert!(self.fill() > 0, "EOF inside a response body");
+        }
+        let body = self.buf.drain(..len).collect();
+        (status, head, body)
+    }
+
+    /// Sends one masked frame.
+    pub fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {
+        let bytes = masked_frame(fin, opcode, payload);
+        self.send(&bytes);
+    }
+
+    /// Reads one frame (server frames are unmasked).
+    pub fn read_frame(&mut self) -> Frame {
+        loop {
+            if let Some((frame, used)) = parse_frame(&self.buf) {
+                self.buf.drain(..used);
+                return frame;
+            }
+            assert!(self.fill() > 0, "EOF while waiting for a frame");
+        }
+    }
+
+    /// Asserts that the server closes the TCP connection (within the
+    /// deadline) without sending anything more.
+    pub fn expect_eof(&mut self) {
+        let start = Instant::now();
+        while self.fill() > 0 {
+            assert!(start.elapsed() < DEADLINE);
+        }
+        assert!(self.buf.is_empty(), "unexpected bytes before EOF: {:x?}", &self.buf[..self.buf.len().min(64)]);
+    }
+
+    /// The close handshake from the client side after a server Close:
+    /// answer it, then expect the server to close TCP.
+    pub fn expect_close(&mut self, code: u16) {
+        let f = self.read_frame();
+        assert_eq!(f.close_code(), Some(code), "{f:?}");
+        self.send_frame(true, 8, &f.payload[..2]);
+        self.expect_eof();
+    }
+}
+
+pub fn masked_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let key = [0x11, 0x22, 0x33, 0x44];
+    let mut v = vec![(u8::from(fin) << 7) | opcode];
+    let len = payload.len();
+    if len < 126 {
+        v.push(0x80 | len as u8);
+    } else if len < 65536 {
+        v.push(0x80 | 126);
+        v.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        v.push(0x80 | 127);
+        v.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    v.extend_from_slice(&key);
+    v.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    v
+}
+
+fn parse_frame(b: &[u8]) -> Option<(Frame, usize)> {
+    if b.len() < 2 {
+        return None;
+    }
+    assert_eq!(b[1] & 0x80, 0, "server frames must not be masked");
+    let (len, at) = match b[1] & 0x7F {
+        126 if b.len() >= 4 => (u16::from_be_bytes([b[2], b[3]]) as usize, 4),
+        127 if b.len() >= 10 => (u64::from_be_bytes(b[2..10].try_into().unwrap()) as usize, 10),
+        126 | 127 => return None,
+        n => (n as usize, 2),
+    };
+    if b.len() < at + len {
+        return None;
+    }
+    Some((Frame { fin: b[0] & 0x80 != 0, opcode: b[0] & 0x0F, payload: b[at..at + len].to_vec() }, at + len))
+}
+
+pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
+    let mut v = code.to_be_bytes().to_vec();
+    v.extend_from_slice(reason.as_bytes());
+    v
+}
