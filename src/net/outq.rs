@@ -54,11 +54,7 @@ impl OutQueue {
             let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
             let mut n = 0;
             for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
-                iov[i] = IoSlice::new(if i == 0 {
-                    &chunk[self.front_sent..]
-                } else {
-                    chunk
-                });
+                iov[i] = IoSlice::new(if i == 0 { &chunk[self.front_sent..] } else { chunk });
                 n += 1;
             }
             match w.write_vectored(&iov[..n]) {
@@ -75,10 +71,7 @@ impl OutQueue {
     fn consume(&mut self, mut written: usize) {
         self.len -= written;
         while written > 0 {
-            let front = self
-                .chunks
-                .front()
-                .expect("written bytes came from a chunk");
+            let front = self.chunks.front().expect("written bytes came from a chunk");
             let left = front.len() - self.front_sent;
             if written < left {
                 self.front_sent += written;

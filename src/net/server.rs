@@ -82,8 +82,7 @@ impl Server {
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         Ok(Server {
             poll,
             listener,
@@ -144,11 +143,11 @@ impl Server {
                     let _ = stream.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
                     let token = Token(entry.key());
-                    if let Err(e) = self.poll.registry().register(
-                        &mut stream,
-                        token,
-                        Interest::READABLE | Interest::WRITABLE,
-                    ) {
+                    if let Err(e) =
+                        self.poll
+                            .registry()
+                            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                    {
                         warn!("cannot register connection from {peer}: {e}");
                         continue;
                     }
@@ -165,9 +164,7 @@ impl Server {
                 Err(e)
                     if matches!(
                         e.kind(),
-                        io::ErrorKind::Interrupted
-                            | io::ErrorKind::ConnectionAborted
-                            | io::ErrorKind::ConnectionReset
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
                     ) => {}
                 Err(e) => {
                     // EMFILE/ENFILE (or ENOMEM, ENOBUFS): the pending
@@ -181,10 +178,7 @@ impl Server {
                         .is_none_or(|t| now - t >= Duration::from_secs(1))
                     {
                         self.last_accept_warning = Some(now);
-                        warn!(
-                            "accept failed: {e}; retrying every {} ms",
-                            ACCEPT_RETRY.as_millis()
-                        );
+                        warn!("accept failed: {e}; retrying every {} ms", ACCEPT_RETRY.as_millis());
                     }
                     return;
                 }
@@ -267,9 +261,7 @@ impl Server {
             }
             _ => write_some(&mut conn.stream, &self.wbuf).map(|n| {
                 if n < self.wbuf.len() {
-                    conn.out
-                        .get_or_insert_with(Box::default)
-                        .push(&self.wbuf[n..]);
+                    conn.out.get_or_insert_with(Box::default).push(&self.wbuf[n..]);
                 }
             }),
         };

@@ -83,12 +83,9 @@ mod tests {
 
     #[test]
     fn wire_validity_table() {
-        let invalid = [
-            0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535,
-        ];
+        let invalid = [0, 1, 999, 1004, 1005, 1006, 1015, 1016, 1100, 2000, 2999, 5000, 65535];
         let valid = [
-            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999,
-            4000, 4999,
+            1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 3999, 4000, 4999,
         ];
         for c in invalid {
             assert!(!is_valid_on_wire(c), "{c} must be rejected");
@@ -105,9 +102,6 @@ mod tests {
         assert_eq!(parse_body(b"\x03\xe8"), Ok((Some(1000), "")));
         assert_eq!(parse_body(b"\x03\xe8bye"), Ok((Some(1000), "bye")));
         assert_eq!(parse_body(b"\x03\xed"), Err(BadClose::InvalidCode(1005)));
-        assert_eq!(
-            parse_body(b"\x03\xe8\xce\xba\xe1\xbd"),
-            Err(BadClose::ReasonNotUtf8)
-        );
+        assert_eq!(parse_body(b"\x03\xe8\xce\xba\xe1\xbd"), Err(BadClose::ReasonNotUtf8));
     }
 }

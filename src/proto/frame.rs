@@ -175,10 +175,7 @@ pub fn encode(fin: bool, opcode: Opcode, len: u64, mask: Option<[u8; 4]>) -> Enc
         bytes[at..at + 4].copy_from_slice(&key);
         at += 4;
     }
-    Encoded {
-        bytes,
-        len: at as u8,
-    }
+    Encoded { bytes, len: at as u8 }
 }
 
 /// Appends one complete frame (header and payload, masked with `mask` if
@@ -305,10 +302,7 @@ mod tests {
 
     #[test]
     fn encode_matches_rfc_examples_and_round_trips() {
-        assert_eq!(
-            encode(true, Opcode::Text, 5, None).as_slice(),
-            &[0x81, 0x05]
-        );
+        assert_eq!(encode(true, Opcode::Text, 5, None).as_slice(), &[0x81, 0x05]);
         assert_eq!(
             encode(true, Opcode::Binary, 256, None).as_slice(),
             &[0x82, 0x7E, 0x01, 0x00]
@@ -378,15 +372,7 @@ mod tests {
     #[test]
     fn write_masks_the_payload() {
         let mut out = Vec::new();
-        write(
-            &mut out,
-            Opcode::Text,
-            b"Hello",
-            Some([0x37, 0xfa, 0x21, 0x3d]),
-        );
-        assert_eq!(
-            out,
-            [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]
-        );
+        write(&mut out, Opcode::Text, b"Hello", Some([0x37, 0xfa, 0x21, 0x3d]));
+        assert_eq!(out, [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
     }
 }

@@ -173,8 +173,7 @@ impl Request {
         if target.first() != Some(&b'/') || !target.iter().all(|&b| b.is_ascii_graphic()) {
             return Err(HttpError::bad("malformed request target"));
         }
-        self.target = String::from_utf8(target.to_vec())
-            .map_err(|_| HttpError::bad("malformed request target"))?;
+        self.target = String::from_utf8(target.to_vec()).map_err(|_| HttpError::bad("malformed request target"))?;
         self.minor_version = http::parse_version(version)?;
         Ok(())
     }
@@ -204,11 +203,7 @@ impl Request {
                         key.copy_from_slice(value);
                         self.key = Some(key);
                     }
-                    _ => {
-                        self.defect = Some(HttpError::bad(
-                            "Sec-WebSocket-Key is not base64 of 16 bytes",
-                        ))
-                    }
+                    _ => self.defect = Some(HttpError::bad("Sec-WebSocket-Key is not base64 of 16 bytes")),
                 }
             }
         } else if is("sec-websocket-version") {
@@ -354,14 +349,7 @@ pub fn write_error(out: &mut Vec<u8>, err: &HttpError) {
         body[n] = b'\n';
         n + 1
     };
-    write_response(
-        out,
-        err.status,
-        extra,
-        "text/plain; charset=utf-8",
-        &body[..n],
-        true,
-    );
+    write_response(out, err.status, extra, "text/plain; charset=utf-8", &body[..n], true);
 }
 
 // ---------------------------------------------------------------- client --
@@ -497,11 +485,7 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
     fn parse_all_ways(bytes: &[u8]) -> Result<(Request, usize), HttpError> {
         let whole = parse_chunks(&[bytes]);
         for cut in 0..=bytes.len() {
-            assert_eq!(
-                parse_chunks(&[&bytes[..cut], &bytes[cut..]]),
-                whole,
-                "cut {cut}"
-            );
+            assert_eq!(parse_chunks(&[&bytes[..cut], &bytes[cut..]]), whole, "cut {cut}");
         }
         let ones: Vec<&[u8]> = bytes.chunks(1).collect();
         assert_eq!(parse_chunks(&ones), whole, "byte at a time");
@@ -564,25 +548,13 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
             (with("GET /chat HTTP/1.1", "GET chat HTTP/1.1"), 400),
             (with("GET /chat HTTP/1.1", "G(T /chat HTTP/1.1"), 400),
             (with("Host: server.example.com\r\n", ""), 400),
-            (
-                with("Host: server.example.com\r\n", "Host: a\r\nHost: b\r\n"),
-                400,
-            ),
+            (with("Host: server.example.com\r\n", "Host: a\r\nHost: b\r\n"), 400),
             (with("Upgrade: websocket", "Upgrade: h2c"), 400),
             (with("Connection: Upgrade", "Connection: keep-alive"), 400),
-            (
-                with("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ"),
-                400,
-            ),
+            (with("dGhlIHNhbXBsZSBub25jZQ==", "dGhlIHNhbXBsZSBub25jZQ"), 400),
             (with("dGhlIHNhbXBsZSBub25jZQ==", "c2hvcnQ="), 400),
-            (
-                with("dGhlIHNhbXBsZSBub25jZQ==", "!!!!!!!!!!!!!!!!!!!!!!=="),
-                400,
-            ),
-            (
-                with("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""),
-                400,
-            ),
+            (with("dGhlIHNhbXBsZSBub25jZQ==", "!!!!!!!!!!!!!!!!!!!!!!=="), 400),
+            (with("Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", ""), 400),
             (
                 with(
                     "Sec-WebSocket-Key",
@@ -590,10 +562,7 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
                 ),
                 400,
             ),
-            (
-                with("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"),
-                426,
-            ),
+            (with("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 8"), 426),
             (with("Sec-WebSocket-Version: 13\r\n", ""), 400),
             (with("Origin", " Origin"), 400),
             (with("Origin: http", "Origin http"), 400),

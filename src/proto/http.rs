@@ -26,22 +26,13 @@ impl HttpError {
         HttpError { status, reason }
     }
     pub(crate) const fn bad(reason: &'static str) -> Self {
-        HttpError {
-            status: 400,
-            reason,
-        }
+        HttpError { status: 400, reason }
     }
 }
 
 impl fmt::Display for HttpError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}: {}",
-            self.status,
-            status_text(self.status),
-            self.reason
-        )
+        write!(f, "{} {}: {}", self.status, status_text(self.status), self.reason)
     }
 }
 
@@ -106,12 +97,7 @@ impl HeadReader {
 
     /// Feeds `input`, calling `on_line` with each complete line (the start
     /// line first, then each field line; line terminators removed).
-    pub fn feed<F>(
-        &mut self,
-        limits: &HeadLimits,
-        input: &[u8],
-        mut on_line: F,
-    ) -> Result<Progress, HttpError>
+    pub fn feed<F>(&mut self, limits: &HeadLimits, input: &[u8], mut on_line: F) -> Result<Progress, HttpError>
     where
         F: FnMut(&[u8]) -> Result<(), HttpError>,
     {
@@ -192,10 +178,7 @@ pub fn is_tchar(b: u8) -> bool {
 
 /// Trims optional white space (SP / HTAB) from both ends.
 pub fn trim(v: &[u8]) -> &[u8] {
-    let start = v
-        .iter()
-        .position(|&b| b != b' ' && b != b'\t')
-        .unwrap_or(v.len());
+    let start = v.iter().position(|&b| b != b' ' && b != b'\t').unwrap_or(v.len());
     let end = v
         .iter()
         .rposition(|&b| b != b' ' && b != b'\t')
@@ -213,9 +196,7 @@ pub fn has_token(value: &[u8], token: &str) -> bool {
 /// Parses `HTTP/1.x` into x; other majors are not spoken here.
 pub fn parse_version(v: &[u8]) -> Result<u8, HttpError> {
     match v {
-        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] if minor.is_ascii_digit() => {
-            Ok(minor - b'0')
-        }
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', minor] if minor.is_ascii_digit() => Ok(minor - b'0'),
         [b'H', b'T', b'T', b'P', b'/', major, b'.', _] if major.is_ascii_digit() => {
             Err(HttpError::new(505, "only HTTP/1.1 is supported"))
         }
@@ -257,11 +238,7 @@ mod tests {
             assert_eq!(lines, ["GET / HTTP/1.1", "Host: a", "X: y"], "cut {cut}");
             // The head ends 4 bytes before the end of the input, in the
             // first chunk only if that chunk holds all of it.
-            let expect = if cut == body_at {
-                body_at
-            } else {
-                body_at - cut
-            };
+            let expect = if cut == body_at { body_at } else { body_at - cut };
             assert_eq!(p, Ok(Progress::Complete(expect)), "cut {cut}");
         }
         // One byte at a time.
@@ -281,10 +258,7 @@ mod tests {
     #[test]
     fn size_and_count_limits() {
         let big = vec![b'a'; 9000];
-        assert_eq!(
-            lines_of(&[b"GET / HTTP/1.1\r\nX: ", &big]).1,
-            Err(TOO_LARGE)
-        );
+        assert_eq!(lines_of(&[b"GET / HTTP/1.1\r\nX: ", &big]).1, Err(TOO_LARGE));
         let mut many = b"GET / HTTP/1.1\r\n".to_vec();
         for i in 0..101 {
             many.extend_from_slice(format!("X{i}: y\r\n").as_bytes());
@@ -306,22 +280,13 @@ mod tests {
             Ok((&b"Host"[..], &b"example.com"[..]))
         );
         assert_eq!(split_field(b"X:"), Ok((&b"X"[..], &b""[..])));
-        assert_eq!(
-            split_field(b" folded"),
-            Err(HttpError::bad("obsolete line folding"))
-        );
+        assert_eq!(split_field(b" folded"), Err(HttpError::bad("obsolete line folding")));
         assert_eq!(
             split_field(b"no colon"),
             Err(HttpError::bad("header line without a colon"))
         );
-        assert_eq!(
-            split_field(b"Bad Name: x"),
-            Err(HttpError::bad("invalid header name"))
-        );
-        assert_eq!(
-            split_field(b": x"),
-            Err(HttpError::bad("invalid header name"))
-        );
+        assert_eq!(split_field(b"Bad Name: x"), Err(HttpError::bad("invalid header name")));
+        assert_eq!(split_field(b": x"), Err(HttpError::bad("invalid header name")));
     }
 
     #[test]

@@ -236,17 +236,14 @@ impl Session {
                     }
                 }
                 Rx::Payload => {
-                    let avail = (input.len() - *pos)
-                        .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+                    let avail = (input.len() - *pos).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
                     if avail == 0 && self.remaining > 0 {
                         return Ok(None);
                     }
                     let range = *pos..*pos + avail;
                     *pos += avail;
                     if let Some(key) = self.frame_mask {
-                        self.mask_offset =
-                            mask::apply(&mut input[range.clone()], key, self.mask_offset as usize)
-                                as u8;
+                        self.mask_offset = mask::apply(&mut input[range.clone()], key, self.mask_offset as usize) as u8;
                     }
                     self.remaining -= avail as u64;
                     let done = self.remaining == 0;
@@ -257,8 +254,7 @@ impl Session {
                     // statements, so each borrow of `input` or `self` for 'b
                     // ends the loop.
                     if self.frame_opcode.is_control() {
-                        let split =
-                            !done || self.partial.as_ref().is_some_and(|p| !p.control.is_empty());
+                        let split = !done || self.partial.as_ref().is_some_and(|p| !p.control.is_empty());
                         if split {
                             let p = self.partial.get_or_insert_with(Box::default);
                             p.control.extend_from_slice(&input[range.clone()]);
@@ -281,25 +277,15 @@ impl Session {
                         );
                     }
                     // A data frame's payload.
-                    let kind = self
-                        .message
-                        .expect("a data frame always belongs to a message");
+                    let kind = self.message.expect("a data frame always belongs to a message");
                     if kind == MessageKind::Text && self.utf8.feed(&input[range.clone()]).is_err() {
                         // §8.1, failing fast: the first invalid byte ends it,
                         // even mid-frame or mid-message.
-                        return Err(self.fail(
-                            code::INVALID_PAYLOAD,
-                            "invalid UTF-8 in text message",
-                            out,
-                        ));
+                        return Err(self.fail(code::INVALID_PAYLOAD, "invalid UTF-8 in text message", out));
                     }
                     let last = done && self.frame_fin;
                     if last && kind == MessageKind::Text && self.utf8.finish().is_err() {
-                        return Err(self.fail(
-                            code::INVALID_PAYLOAD,
-                            "text message ends inside a code point",
-                            out,
-                        ));
+                        return Err(self.fail(code::INVALID_PAYLOAD, "text message ends inside a code point", out));
                     }
                     let gathered = self.partial.as_ref().is_some_and(|p| !p.message.is_empty());
                     if last && !gathered {
@@ -316,10 +302,7 @@ impl Session {
                         self.message = None;
                         self.message_len = 0;
                         self.delivered = true;
-                        let p = self
-                            .partial
-                            .as_ref()
-                            .expect("a gathered message has a buffer");
+                        let p = self.partial.as_ref().expect("a gathered message has a buffer");
                         return Ok(Some(Event::Message(kind, &p.message)));
                     }
                 }
@@ -351,22 +334,14 @@ impl Session {
                     return Ok(false);
                 }
                 Err(frame::HeaderError::LengthHighBit) => {
-                    return Err(self.fail(
-                        code::PROTOCOL_ERROR,
-                        "64-bit length with the top bit set",
-                        out,
-                    ))
+                    return Err(self.fail(code::PROTOCOL_ERROR, "64-bit length with the top bit set", out))
                 }
             }
         } else {
             // Slow path: gather exactly the header's bytes, never more.
             loop {
                 let have = self.hdr_len as usize;
-                let need = if have < 2 {
-                    2
-                } else {
-                    frame::header_len(self.hdr[1])
-                };
+                let need = if have < 2 { 2 } else { frame::header_len(self.hdr[1]) };
                 if have == need {
                     break;
                 }
@@ -383,11 +358,7 @@ impl Session {
                 Ok(Decoded::Complete(h, _)) => h,
                 Ok(Decoded::Partial(_)) => unreachable!("all header bytes are present"),
                 Err(frame::HeaderError::LengthHighBit) => {
-                    return Err(self.fail(
-                        code::PROTOCOL_ERROR,
-                        "64-bit length with the top bit set",
-                        out,
-                    ))
+                    return Err(self.fail(code::PROTOCOL_ERROR, "64-bit length with the top bit set", out))
                 }
             }
         };
@@ -397,12 +368,7 @@ impl Session {
 
     /// Applies the rules of §5 to a decoded header and prepares to read its
     /// payload.
-    fn accept_header(
-        &mut self,
-        limits: &Limits,
-        h: frame::Header,
-        out: &mut Vec<u8>,
-    ) -> Result<(), ProtocolError> {
+    fn accept_header(&mut self, limits: &Limits, h: frame::Header, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
         // §5.2: "RSV1, RSV2, RSV3: 1 bit each. MUST be 0 unless an extension
         // is negotiated that defines meanings for non-zero values."
         if h.rsv != 0 {
@@ -417,23 +383,15 @@ impl Session {
         // that is not masked. [...] A client MUST close a connection if it
         // detects a masked frame."
         match (self.role, h.mask.is_some()) {
-            (Role::Server, false) => {
-                return Err(self.fail(code::PROTOCOL_ERROR, "client frame not masked", out))
-            }
-            (Role::Client, true) => {
-                return Err(self.fail(code::PROTOCOL_ERROR, "server frame masked", out))
-            }
+            (Role::Server, false) => return Err(self.fail(code::PROTOCOL_ERROR, "client frame not masked", out)),
+            (Role::Client, true) => return Err(self.fail(code::PROTOCOL_ERROR, "server frame masked", out)),
             _ => {}
         }
         if opcode.is_control() {
             // §5.5: "All control frames MUST have a payload length of 125
             // bytes or less and MUST NOT be fragmented."
             if h.len > 125 {
-                return Err(self.fail(
-                    code::PROTOCOL_ERROR,
-                    "control frame longer than 125 bytes",
-                    out,
-                ));
+                return Err(self.fail(code::PROTOCOL_ERROR, "control frame longer than 125 bytes", out));
             }
             if !h.fin {
                 return Err(self.fail(code::PROTOCOL_ERROR, "fragmented control frame", out));
@@ -443,19 +401,11 @@ impl Session {
             // another; a continuation continues something.
             match (opcode, self.message) {
                 (Opcode::Continuation, None) => {
-                    return Err(self.fail(
-                        code::PROTOCOL_ERROR,
-                        "continuation frame without a message",
-                        out,
-                    ))
+                    return Err(self.fail(code::PROTOCOL_ERROR, "continuation frame without a message", out))
                 }
                 (Opcode::Continuation, Some(_)) => {}
                 (_, Some(_)) => {
-                    return Err(self.fail(
-                        code::PROTOCOL_ERROR,
-                        "new message inside a fragmented message",
-                        out,
-                    ))
+                    return Err(self.fail(code::PROTOCOL_ERROR, "new message inside a fragmented message", out))
                 }
                 (Opcode::Text, None) => self.message = Some(MessageKind::Text),
                 (_, None) => self.message = Some(MessageKind::Binary),
@@ -468,11 +418,7 @@ impl Session {
             }
             self.message_len = self.message_len.saturating_add(h.len);
             if self.message_len > limits.max_message {
-                return Err(self.fail(
-                    code::MESSAGE_TOO_BIG,
-                    "message exceeds the size limit",
-                    out,
-                ));
+                return Err(self.fail(code::MESSAGE_TOO_BIG, "message exceeds the size limit", out));
             }
         }
         self.frame_opcode = opcode;
@@ -564,13 +510,7 @@ fn on_control<'b>(
             }
             Err(bad) => {
                 if *state == State::Open {
-                    write_close(
-                        role,
-                        mask_seed,
-                        Some(code::PROTOCOL_ERROR),
-                        bad.as_str(),
-                        out,
-                    );
+                    write_close(role, mask_seed, Some(code::PROTOCOL_ERROR), bad.as_str(), out);
                 }
                 *state = State::Closed;
                 Err(ProtocolError {
@@ -585,13 +525,7 @@ fn on_control<'b>(
 
 /// Appends a Close frame: the code (if any) and as much of `reason` as fits
 /// in 123 bytes, cut at a character boundary.
-fn write_close(
-    role: Role,
-    mask_seed: &mut u32,
-    code: Option<u16>,
-    reason: &str,
-    out: &mut Vec<u8>,
-) {
+fn write_close(role: Role, mask_seed: &mut u32, code: Option<u16>, reason: &str, out: &mut Vec<u8>) {
     let mut body = [0u8; 125];
     let len = match code {
         None => 0,

@@ -99,7 +99,10 @@ impl Raw {
         let stream = TcpStream::connect(addr).expect("connect");
         stream.set_read_timeout(Some(DEADLINE)).unwrap();
         stream.set_nodelay(true).unwrap();
-        Raw { stream, buf: Vec::new() }
+        Raw {
+            stream,
+            buf: Vec::new(),
+        }
     }
 
     /// Connects and completes the handshake on /echo.
@@ -108,7 +111,10 @@ impl Raw {
         c.send(REQUEST.as_bytes());
         let (status, head, _) = c.read_response();
         assert_eq!(status, 101, "{head}");
-        assert!(head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{head}");
+        assert!(
+            head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
+            "{head}"
+        );
         c
     }
 
@@ -135,14 +141,22 @@ impl Raw {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
             }
-            assert!(self.fill() > 0, "EOF inside a response head: {:?}", String::from_utf8_lossy(&self.buf));
+            assert!(
+                self.fill() > 0,
+                "EOF inside a response head: {:?}",
+                String::from_utf8_lossy(&self.buf)
+            );
         };
         let head = String::from_utf8(self.buf[..end].to_vec()).unwrap();
         self.buf.drain(..end);
         let status = head[9..12].parse().unwrap();
         let len = head
             .lines()
-            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse::<usize>().unwrap()))
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse::<usize>().unwrap())
+            })
             .unwrap_or(0);
         while self.buf.len() < len {
             assert!(self.fill() > 0, "EOF inside a response body");
@@ -175,7 +189,11 @@ impl Raw {
         while self.fill() > 0 {
             assert!(start.elapsed() < DEADLINE);
         }
-        assert!(self.buf.is_empty(), "unexpected bytes before EOF: {:x?}", &self.buf[..self.buf.len().min(64)]);
+        assert!(
+            self.buf.is_empty(),
+            "unexpected bytes before EOF: {:x?}",
+            &self.buf[..self.buf.len().min(64)]
+        );
     }
 
     /// The close handshake from the client side after a server Close:
@@ -220,7 +238,14 @@ fn parse_frame(b: &[u8]) -> Option<(Frame, usize)> {
     if b.len() < at + len {
         return None;
     }
-    Some((Frame { fin: b[0] & 0x80 != 0, opcode: b[0] & 0x0F, payload: b[at..at + len].to_vec() }, at + len))
+    Some((
+        Frame {
+            fin: b[0] & 0x80 != 0,
+            opcode: b[0] & 0x0F,
+            payload: b[at..at + len].to_vec(),
+        },
+        at + len,
+    ))
 }
 
 pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {

@@ -23,9 +23,7 @@ fn text(s: &str) -> Ev {
 
 /// A masked client frame.
 fn cf(fin: bool, op: Opcode, payload: &[u8]) -> Vec<u8> {
-    let mut v = encode(fin, op, payload.len() as u64, Some(KEY))
-        .as_slice()
-        .to_vec();
+    let mut v = encode(fin, op, payload.len() as u64, Some(KEY)).as_slice().to_vec();
     let at = v.len();
     v.extend_from_slice(payload);
     mask::apply(&mut v[at..], KEY, 0);
@@ -93,11 +91,7 @@ fn check_with(role: Role, limits: Limits, input: &[u8], events: &[Ev], out: &[u8
         assert_eq!(split, whole, "split at {cut} of {input:x?}");
     }
     let bytes: Vec<&[u8]> = input.chunks(1).collect();
-    assert_eq!(
-        drive(new(), &limits, &bytes),
-        whole,
-        "byte at a time: {input:x?}"
-    );
+    assert_eq!(drive(new(), &limits, &bytes), whole, "byte at a time: {input:x?}");
 }
 
 fn check(input: &[u8], events: &[Ev], out: &[u8]) {
@@ -111,9 +105,7 @@ fn cat(parts: &[Vec<u8>]) -> Vec<u8> {
 #[test]
 fn rfc_5_7_single_frame_masked_text() {
     check(
-        &[
-            0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58,
-        ],
+        &[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58],
         &[text("Hello")],
         &[],
     );
@@ -121,10 +113,7 @@ fn rfc_5_7_single_frame_masked_text() {
 
 #[test]
 fn rfc_5_7_fragmented_text() {
-    let input = cat(&[
-        cf(false, Opcode::Text, b"Hel"),
-        cf(true, Opcode::Continuation, b"lo"),
-    ]);
+    let input = cat(&[cf(false, Opcode::Text, b"Hel"), cf(true, Opcode::Continuation, b"lo")]);
     check(&input, &[text("Hello")], &[]);
 }
 
@@ -151,11 +140,7 @@ fn length_forms_and_binary() {
             let whole = drive(Session::server(), &Limits::default(), &[&input]);
             assert_eq!(whole.0, [Msg(MessageKind::Binary, payload.clone())]);
             for cut in [1, 2, 3, 4, 5, 9, 13, 14, 15, 1000, input.len() - 1] {
-                let split = drive(
-                    Session::server(),
-                    &Limits::default(),
-                    &[&input[..cut], &input[cut..]],
-                );
+                let split = drive(Session::server(), &Limits::default(), &[&input[..cut], &input[cut..]]);
                 assert_eq!(split, whole, "len {len} cut {cut}");
             }
         }
@@ -205,11 +190,7 @@ fn several_messages_in_one_input() {
     ]);
     check(
         &input,
-        &[
-            text("a"),
-            text("bc"),
-            Msg(MessageKind::Binary, b"d".to_vec()),
-        ],
+        &[text("a"), text("bc"), Msg(MessageKind::Binary, b"d".to_vec())],
         &[],
     );
 }
@@ -246,34 +227,15 @@ fn protocol_errors_table() {
             vec![0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 1, 1, 2, 3, 4],
             "64-bit length with the top bit set",
         ),
-        (
-            cf(true, Opcode::Close, b"\x03"),
-            "close frame body of one byte",
-        ),
-        (
-            cf(true, Opcode::Close, &close_body(1005, "")),
-            "invalid close code",
-        ),
-        (
-            cf(true, Opcode::Close, &close_body(999, "")),
-            "invalid close code",
-        ),
-        (
-            cf(true, Opcode::Close, &close_body(5000, "")),
-            "invalid close code",
-        ),
-        (
-            cf(true, Opcode::Close, b"\x03\xe8\xff"),
-            "close reason is not UTF-8",
-        ),
+        (cf(true, Opcode::Close, b"\x03"), "close frame body of one byte"),
+        (cf(true, Opcode::Close, &close_body(1005, "")), "invalid close code"),
+        (cf(true, Opcode::Close, &close_body(999, "")), "invalid close code"),
+        (cf(true, Opcode::Close, &close_body(5000, "")), "invalid close code"),
+        (cf(true, Opcode::Close, b"\x03\xe8\xff"), "close reason is not UTF-8"),
     ];
     for (input, reason) in cases {
         // Whatever follows the bad frame is never looked at (§7.1.7).
-        let input = cat(&[
-            input,
-            cf(true, Opcode::Text, b"after"),
-            b"\xff\xff garbage".to_vec(),
-        ]);
+        let input = cat(&[input, cf(true, Opcode::Text, b"after"), b"\xff\xff garbage".to_vec()]);
         check(&input, &[Fail(1002)], &fail_out(1002, reason));
     }
 }
@@ -306,22 +268,14 @@ fn invalid_utf8_fails_fast() {
     payload.resize(1000, b'a');
     let frame = cf(true, Opcode::Text, &payload);
     let head = &frame[..8 + 5]; // 2 + 2 length + 4 mask, then 5 bytes
-    check(
-        head,
-        &[Fail(1007)],
-        &fail_out(1007, "invalid UTF-8 in text message"),
-    );
+    check(head, &[Fail(1007)], &fail_out(1007, "invalid UTF-8 in text message"));
 
     // Mid-fragment: first fragment valid, second invalid, final never sent.
     let input = cat(&[
         cf(false, Opcode::Text, b"hello"),
         cf(false, Opcode::Continuation, b"\xce\xba\xed\xa0\x80"),
     ]);
-    check(
-        &input,
-        &[Fail(1007)],
-        &fail_out(1007, "invalid UTF-8 in text message"),
-    );
+    check(&input, &[Fail(1007)], &fail_out(1007, "invalid UTF-8 in text message"));
 
     // Truncated code point at the end of the message.
     check(
@@ -381,13 +335,7 @@ fn size_limits_on_the_declared_length() {
     ]);
     let mut expect = vec![1; 100];
     expect.extend_from_slice(&[2; 50]);
-    check_with(
-        Role::Server,
-        limits,
-        &ok,
-        &[Msg(MessageKind::Binary, expect)],
-        &[],
-    );
+    check_with(Role::Server, limits, &ok, &[Msg(MessageKind::Binary, expect)], &[]);
 }
 
 #[test]
@@ -417,43 +365,22 @@ fn server_initiated_close() {
             reason: ""
         }))
     );
-    assert!(
-        out.is_empty(),
-        "the peer's Close answers ours; nothing is sent back"
-    );
+    assert!(out.is_empty(), "the peer's Close answers ours; nothing is sent back");
     assert!(s.is_closed());
 }
 
 #[test]
 fn client_role_accepts_unmasked_and_rejects_masked() {
     let limits = Limits::default();
-    check_with(
-        Role::Client,
-        limits,
-        &sf(Opcode::Text, b"hi"),
-        &[text("hi")],
-        &[],
-    );
-    check_with(
-        Role::Client,
-        limits,
-        &cf(true, Opcode::Text, b"hi"),
-        &[Fail(1002)],
-        &[],
-    );
+    check_with(Role::Client, limits, &sf(Opcode::Text, b"hi"), &[text("hi")], &[]);
+    check_with(Role::Client, limits, &cf(true, Opcode::Text, b"hi"), &[Fail(1002)], &[]);
     // What a client sends is masked, and a server session reads it back.
     let mut c = Session::client(42);
     let mut wire = Vec::new();
     assert!(c.send(MessageKind::Binary, b"payload", &mut wire));
     assert!(c.ping(b"p", &mut wire));
     let (ev, _) = drive(Session::server(), &limits, &[&wire]);
-    assert_eq!(
-        ev,
-        [
-            Msg(MessageKind::Binary, b"payload".to_vec()),
-            Ping(b"p".to_vec())
-        ]
-    );
+    assert_eq!(ev, [Msg(MessageKind::Binary, b"payload".to_vec()), Ping(b"p".to_vec())]);
 }
 
 #[test]

@@ -1,0 +1,92 @@
+//! Proof that steady-state echo of small messages allocates nothing: a
+//! counting global allocator around the whole process (server loop on one
+//! thread, a client that itself never allocates on another).
+//!
+//! This file holds one test on purpose: the counter is process-wide.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+struct Counting;
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+#[test]
+fn steady_state_echo_of_20_byte_messages_allocates_nothing() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let config = wsloop::config::Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Default::default()
+        };
+        let mut server = wsloop::net::Server::bind(config).unwrap();
+        tx.send(server.local_addr().unwrap()).unwrap();
+        server.run().unwrap();
+    });
+    let addr = rx.recv().unwrap();
+
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_nodelay(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(
+        b"GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+    )
+    .unwrap();
+    let mut head = [0u8; 129];
+    s.read_exact(&mut head).unwrap();
+    assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
+    assert!(head.ends_with(b"\r\n\r\n"));
+
+    // One masked 20-byte text frame (header 2 + mask 4 + payload 20).
+    let key = [1u8, 2, 3, 4];
+    let payload = *b"twenty bytes, exact!";
+    let mut frame = [0u8; 26];
+    frame[0] = 0x81;
+    frame[1] = 0x80 | 20;
+    frame[2..6].copy_from_slice(&key);
+    for (i, b) in payload.iter().enumerate() {
+        frame[6 + i] = b ^ key[i % 4];
+    }
+    let mut echo = [0u8; 22];
+    let mut round_trip = |s: &mut TcpStream| {
+        s.write_all(&frame).unwrap();
+        s.read_exact(&mut echo).unwrap();
+        assert_eq!(&echo[..2], &[0x81, 20]);
+        assert_eq!(&echo[2..], &payload);
+    };
+    // Warm-up: buffers reach their steady sizes.
+    for _ in 0..1_000 {
+        round_trip(&mut s);
+    }
+    const N: u64 = 20_000;
+    let before = ALLOCATIONS.load(Relaxed);
+    for _ in 0..N {
+        round_trip(&mut s);
+    }
+    let allocations = ALLOCATIONS.load(Relaxed) - before;
+    println!("{allocations} heap allocations over {N} echoes of 20 bytes");
+    assert_eq!(allocations, 0, "steady-state echo must not allocate");
+}
