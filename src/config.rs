@@ -29,6 +29,22 @@ pub struct Config {
     /// Request head limits (answered with HTTP 431).
     pub head: HeadLimits,
     pub max_backpressure: usize,
+    /// What to do with a broadcast recipient whose queue would pass
+    /// `max_backpressure`.
+    pub slow_consumer: SlowConsumer,
+    /// Deliver a member's broadcast messages to itself too.
+    pub broadcast_to_sender: bool,
+    /// Required as `Authorization: Bearer <token>` on HTTP publish.
+    pub publish_token: Option<String>,
+}
+
+/// Policy for broadcast recipients that do not keep up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlowConsumer {
+    /// Disconnect it: Close 1008 "slow consumer" (then TCP close).
+    Close,
+    /// Skip messages for it while its queue is full, and count them.
+    Drop,
 }
 
 impl Default for Config {
@@ -44,6 +60,9 @@ impl Default for Config {
                 max_fields: DEFAULT_MAX_HEADER_FIELDS,
             },
             max_backpressure: DEFAULT_MAX_BACKPRESSURE,
+            slow_consumer: SlowConsumer::Close,
+            broadcast_to_sender: false,
+            publish_token: None,
         }
     }
 }

@@ -3,11 +3,12 @@
 use clap::Parser;
 use log::{error, info};
 use std::net::SocketAddr;
-use wsloop::config::{self, Config};
+use wsloop::config::{self, Config, SlowConsumer};
 use wsloop::net::Server;
 
 /// A single-threaded RFC 6455 WebSocket server: echo at ws://HOST/ and
-/// ws://HOST/echo.
+/// ws://HOST/echo; broadcast rooms at ws://HOST/broadcast/{room}, with
+/// HTTP publish by POST to the same path.
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Cli {
@@ -29,6 +30,25 @@ struct Cli {
     /// its peer catches up.
     #[arg(long, default_value_t = config::DEFAULT_MAX_BACKPRESSURE)]
     max_backpressure: usize,
+    /// What to do with a broadcast recipient whose queue would pass
+    /// --max-backpressure: `close` sends Close 1008 "slow consumer"; `drop`
+    /// skips messages for it (counted in the metrics).
+    #[arg(long, value_enum, default_value_t = SlowConsumerArg::Close)]
+    slow_consumer: SlowConsumerArg,
+    /// Deliver broadcast messages to their sender too.
+    #[arg(long)]
+    broadcast_to_sender: bool,
+    /// Require `Authorization: Bearer TOKEN` on HTTP publish
+    /// (POST /broadcast/{room}). Without it, anyone who can reach the port
+    /// may publish.
+    #[arg(long, env = "WSLOOP_PUBLISH_TOKEN", hide_env_values = true)]
+    publish_token: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum SlowConsumerArg {
+    Close,
+    Drop,
 }
 
 fn main() {
@@ -37,6 +57,12 @@ fn main() {
     let mut config = Config {
         listen: cli.listen,
         max_backpressure: cli.max_backpressure,
+        slow_consumer: match cli.slow_consumer {
+            SlowConsumerArg::Close => SlowConsumer::Close,
+            SlowConsumerArg::Drop => SlowConsumer::Drop,
+        },
+        broadcast_to_sender: cli.broadcast_to_sender,
+        publish_token: cli.publish_token.clone(),
         ..Config::default()
     };
     config.limits.max_message = cli.max_message_size;

@@ -2,5 +2,6 @@
 
 mod outq;
 mod server;
+pub mod stats;
 
 pub use server::{Server, CONNECTION_RECORD_BYTES};

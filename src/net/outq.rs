@@ -1,24 +1,41 @@
 //! Unsent output of one connection.
 //!
-//! Most writes go straight from the loop's shared write buffer to the
-//! socket and never touch this queue; it exists only while a peer is not
-//! keeping up (the kernel's send buffer is full). Bytes are kept as a list
-//! of chunks and written with one vectored write per flush, so queuing a
-//! frame never means moving the ones before it.
+//! Most writes go straight from a loop-wide buffer to the socket and never
+//! touch this queue; it exists only while a peer is not keeping up (the
+//! kernel's send buffer is full). It holds owned bytes (a connection's own
+//! replies) and shared ones (broadcast frames, encoded once and referenced
+//! by every recipient that could not take them at once), and writes them
+//! with one vectored write per flush.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
+use std::rc::Rc;
 
 /// Most chunks handed to one `writev` (Linux's `IOV_MAX` is 1024; a few
 /// dozen already fill any socket buffer).
-const MAX_IOVECS: usize = 64;
-/// Appends smaller than this are copied into the last chunk rather than
-/// starting a new one.
+pub const MAX_IOVECS: usize = 64;
+/// Owned appends are coalesced into the last chunk up to this size.
 const COALESCE: usize = 16 << 10;
+
+#[derive(Debug)]
+enum Chunk {
+    Owned(Vec<u8>),
+    /// `bytes[start..end]` of a buffer shared with other queues.
+    Shared(Rc<[u8]>, u32, u32),
+}
+
+impl Chunk {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Chunk::Owned(v) => v,
+            Chunk::Shared(rc, s, e) => &rc[*s as usize..*e as usize],
+        }
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct OutQueue {
-    chunks: VecDeque<Vec<u8>>,
+    chunks: VecDeque<Chunk>,
     /// Bytes of the front chunk already written.
     front_sent: usize,
     /// Unsent bytes in all.
@@ -40,21 +57,40 @@ impl OutQueue {
             return;
         }
         match self.chunks.back_mut() {
-            Some(last) if last.len() < COALESCE => last.extend_from_slice(bytes),
-            _ => self.chunks.push_back(bytes.to_vec()),
+            Some(Chunk::Owned(last)) if last.len() < COALESCE => last.extend_from_slice(bytes),
+            _ => self.chunks.push_back(Chunk::Owned(bytes.to_vec())),
         }
         self.len += bytes.len();
     }
 
-    /// Writes as much as the socket takes, with one vectored write per
-    /// call to `w` (repeated while the socket keeps taking all of it).
+    /// Queues a reference to `shared[start..end]`.
+    pub fn push_shared(&mut self, shared: &Rc<[u8]>, start: usize, end: usize) {
+        if start == end {
+            return;
+        }
+        self.chunks
+            .push_back(Chunk::Shared(Rc::clone(shared), start as u32, end as u32));
+        self.len += end - start;
+    }
+
+    /// Drops every chunk but the front one, to make room for a last control
+    /// frame. Every chunk ends at a frame boundary, but the front one may
+    /// begin inside a frame that is partly on the wire (the rest of a short
+    /// write), so it is kept whole: the frame in flight is finished.
+    pub fn truncate_to_front(&mut self) {
+        self.chunks.truncate(1);
+        self.len = self.chunks.front().map_or(0, |c| c.bytes().len() - self.front_sent);
+    }
+
+    /// Writes as much as the socket takes, one vectored write per call.
     /// Returns `Ok(true)` once empty, `Ok(false)` if the socket is full.
     pub fn flush<W: Write>(&mut self, w: &mut W) -> io::Result<bool> {
         while self.len > 0 {
             let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
             let mut n = 0;
             for (i, chunk) in self.chunks.iter().take(MAX_IOVECS).enumerate() {
-                iov[i] = IoSlice::new(if i == 0 { &chunk[self.front_sent..] } else { chunk });
+                let b = chunk.bytes();
+                iov[i] = IoSlice::new(if i == 0 { &b[self.front_sent..] } else { b });
                 n += 1;
             }
             match w.write_vectored(&iov[..n]) {
@@ -72,7 +108,7 @@ impl OutQueue {
         self.len -= written;
         while written > 0 {
             let front = self.chunks.front().expect("written bytes came from a chunk");
-            let left = front.len() - self.front_sent;
+            let left = front.bytes().len() - self.front_sent;
             if written < left {
                 self.front_sent += written;
                 return;
@@ -112,13 +148,17 @@ mod tests {
     }
 
     #[test]
-    fn short_writes_keep_order() {
+    fn short_writes_keep_order_across_owned_and_shared() {
+        let shared: Rc<[u8]> = (0..=255u8).collect::<Vec<_>>().into();
         let mut q = OutQueue::default();
         let mut expect = Vec::new();
         for i in 0..50u8 {
             let chunk = vec![i; (i as usize * 997) % 40_000 + 1];
             q.push(&chunk);
             expect.extend_from_slice(&chunk);
+            let (s, e) = (i as usize, 100 + i as usize * 3);
+            q.push_shared(&shared, s, e);
+            expect.extend_from_slice(&shared[s..e]);
         }
         assert_eq!(q.len(), expect.len());
         let mut w = Trickle {
@@ -134,5 +174,29 @@ mod tests {
         assert!(q.flush(&mut w).unwrap());
         assert!(q.is_empty());
         assert_eq!(w.got, expect);
+    }
+
+    #[test]
+    fn truncate_keeps_the_frame_in_flight() {
+        let mut q = OutQueue::default();
+        q.push(&[1; 20_000]);
+        q.push(&[2; 20_000]);
+        let mut w = Trickle {
+            got: Vec::new(),
+            cap: 100,
+            budget: 100,
+        };
+        q.flush(&mut w).unwrap();
+        q.truncate_to_front();
+        assert_eq!(q.len(), 19_900);
+        q.push(b"close");
+        w.budget = usize::MAX;
+        w.cap = usize::MAX;
+        assert!(q.flush(&mut w).unwrap());
+        assert_eq!(w.got.len(), 20_005);
+        let mut q = OutQueue::default();
+        q.push(&[1; 10]);
+        q.truncate_to_front();
+        assert_eq!(q.len(), 10, "an unsent front chunk may be the rest of a frame");
     }
 }

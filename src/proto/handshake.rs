@@ -56,6 +56,8 @@ pub struct Request {
     pub host: bool,
     pub upgrade_websocket: bool,
     pub connection_upgrade: bool,
+    /// `Connection: close`: no further request on this connection.
+    pub connection_close: bool,
     pub key: Option<Key>,
     /// Raw `Sec-WebSocket-Version`, if sent.
     pub version: Option<String>,
@@ -82,6 +84,7 @@ impl Request {
             host: false,
             upgrade_websocket: false,
             connection_upgrade: false,
+            connection_close: false,
             key: None,
             version: None,
             origin: None,
@@ -102,6 +105,12 @@ impl Request {
     /// The query part of the target (after the first `?`), if any.
     pub fn query(&self) -> Option<&str> {
         self.target.split_once('?').map(|(_, q)| q)
+    }
+
+    /// Whether the connection may carry another request after this one
+    /// (RFC 9112 §9.3: HTTP/1.1 persists unless either side says close).
+    pub fn keep_alive(&self) -> bool {
+        self.minor_version >= 1 && !self.connection_close
     }
 
     /// Whether the client asked for an upgrade at all (so that a plain GET
@@ -192,6 +201,7 @@ impl Request {
             self.upgrade_websocket |= has_token(value, "websocket");
         } else if is("connection") {
             self.connection_upgrade |= has_token(value, "upgrade");
+            self.connection_close |= has_token(value, "close");
         } else if is("sec-websocket-key") {
             // §11.3.1: "MUST NOT appear more than once in an HTTP request."
             if self.key.is_some() || self.defect.is_some() {

@@ -1,50 +1,123 @@
-//! What the server does with messages. Services never touch sockets: the
-//! loop asks them to route a handshake and to react to a message, and
-//! applies the [`Command`] they return.
+//! What the server does with requests and messages. Services never touch
+//! sockets: the loop asks them where a request goes and what a message
+//! means, and applies the answer.
 
+pub mod broadcast;
 pub mod echo;
 
+use crate::config::Config;
 use crate::proto::handshake::{Key, Method, Request};
 use crate::proto::http::HttpError;
 use crate::proto::MessageKind;
+use broadcast::RoomId;
 
-/// The service a WebSocket connection was opened for.
+/// What a request head asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A WebSocket upgrade to echo.
+    Echo(Key),
+    /// A WebSocket upgrade joining a broadcast room.
+    Join(Key, String),
+    /// `POST /broadcast/{room}`: deliver the body (of this many bytes) to
+    /// the room's members.
+    Publish {
+        room: String,
+        len: usize,
+        kind: Option<MessageKind>,
+    },
+}
+
+/// The service an open WebSocket connection belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
     Echo,
+    /// Member of `room`.
+    Broadcast {
+        room: RoomId,
+    },
+    /// Was a room member; left it because the connection is closing.
+    Detached,
 }
 
 /// What the loop should do in answer to a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Command<'a> {
-    /// Nothing.
     None,
     /// Send this message back to the sender.
     Send(MessageKind, &'a [u8]),
+    /// Deliver this message to the room.
+    Broadcast(RoomId, MessageKind, &'a [u8]),
     /// Start the closing handshake with this code and reason.
     Close(u16, &'static str),
 }
 
-/// Decides what a request head is asking for: the route and the client's
-/// key for an upgrade, or the HTTP error to answer with. Unknown paths are
-/// 404 whatever the method; known ones take GET only (405).
-pub fn route(req: &Request) -> Result<(Route, Key), HttpError> {
-    let route = match req.path() {
+/// Decides what a request head is asking for, or the HTTP error to answer
+/// with. Unknown paths are 404 whatever the method; then 405 for a method
+/// the path does not take; then the checks of the request itself.
+pub fn route(req: &Request, config: &Config) -> Result<Target, HttpError> {
+    let path = req.path();
+    if path == "/" || path == "/echo" {
         // `/` echoes too: it is what most benchmark clients and the classic
         // examples connect to.
-        "/" | "/echo" => Route::Echo,
-        _ => return Err(HttpError::new(404, "no such endpoint; try /echo")),
-    };
-    if req.method != Method::Get {
-        return Err(HttpError::new(405, "WebSocket endpoints take GET"));
+        if req.method != Method::Get {
+            return Err(HttpError::new(405, "WebSocket endpoints take GET"));
+        }
+        return Ok(Target::Echo(req.websocket_key()?));
     }
-    let key = req.websocket_key()?;
-    Ok((route, key))
+    let Some(room) = broadcast::room_name(path) else {
+        return Err(HttpError::new(404, "no such endpoint; try /echo or /broadcast/{room}"));
+    };
+    let room = room.map_err(HttpError::bad)?;
+    match req.method {
+        Method::Get => Ok(Target::Join(req.websocket_key()?, room)),
+        Method::Post => {
+            if let Some(token) = &config.publish_token {
+                let ok = req
+                    .authorization
+                    .as_deref()
+                    .and_then(|a| a.strip_prefix("Bearer "))
+                    .is_some_and(|t| t.trim() == token);
+                if !ok {
+                    return Err(HttpError::new(401, "publishing needs Authorization: Bearer <token>"));
+                }
+            }
+            if req.transfer_encoding {
+                return Err(HttpError::new(411, "send the body with a Content-Length, not chunked"));
+            }
+            let Some(len) = req.content_length else {
+                return Err(HttpError::new(411, "Content-Length required"));
+            };
+            if len > config.limits.max_message {
+                return Err(HttpError::new(413, "body larger than the maximum message size"));
+            }
+            let kind = req.content_type.as_deref().and_then(|ct| {
+                let ct = ct.to_ascii_lowercase();
+                if ct.starts_with("text/") || ct.starts_with("application/json") {
+                    Some(MessageKind::Text)
+                } else if ct.starts_with("application/octet-stream") {
+                    Some(MessageKind::Binary)
+                } else {
+                    None
+                }
+            });
+            Ok(Target::Publish {
+                room,
+                len: len as usize,
+                kind,
+            })
+        }
+        _ => Err(HttpError::new(
+            405,
+            "broadcast endpoints take GET (WebSocket) or POST (publish)",
+        )),
+    }
 }
 
 /// Hands a complete message to the connection's service.
 pub fn on_message(route: Route, kind: MessageKind, payload: &[u8]) -> Command<'_> {
     match route {
         Route::Echo => echo::on_message(kind, payload),
+        Route::Broadcast { room } => Command::Broadcast(room, kind, payload),
+        Route::Detached => Command::None,
     }
 }

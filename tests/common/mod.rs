@@ -107,14 +107,36 @@ impl Raw {
 
     /// Connects and completes the handshake on /echo.
     pub fn open(addr: SocketAddr) -> Raw {
+        Raw::open_path(addr, "/echo")
+    }
+
+    /// Connects and completes the handshake on `path`.
+    pub fn open_path(addr: SocketAddr, path: &str) -> Raw {
         let mut c = Raw::connect(addr);
-        c.send(REQUEST.as_bytes());
+        c.send(REQUEST.replacen("/echo", path, 1).as_bytes());
         let (status, head, _) = c.read_response();
         assert_eq!(status, 101, "{head}");
         assert!(
             head.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
             "{head}"
         );
+        c
+    }
+
+    /// Connects with a small receive buffer (set before connecting, so the
+    /// advertised window stays small): a client that reads slowly.
+    pub fn open_small_rcvbuf(addr: SocketAddr, path: &str, rcvbuf: usize) -> Raw {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(rcvbuf).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        let mut c = Raw {
+            stream,
+            buf: Vec::new(),
+        };
+        c.send(REQUEST.replacen("/echo", path, 1).as_bytes());
+        assert_eq!(c.read_response().0, 101);
         c
     }
 
@@ -252,4 +274,23 @@ pub fn close_payload(code: u16, reason: &str) -> Vec<u8> {
     let mut v = code.to_be_bytes().to_vec();
     v.extend_from_slice(reason.as_bytes());
     v
+}
+
+/// Resident set size of process `pid`, in bytes.
+pub fn rss(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS in /proc/PID/status");
+    kb * 1024
+}
+
+/// Sends an HTTP request and returns (status, head, body).
+pub fn http(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut c = Raw::connect(addr);
+    c.send(request);
+    c.read_response()
 }

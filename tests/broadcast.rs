@@ -1,0 +1,267 @@
+//! Broadcast rooms over real sockets: fan-out correctness, isolation,
+//! slow consumers under both policies, ping floods, and HTTP publish.
+
+mod common;
+use common::{http, rss, Daemon, Raw};
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+/// Parses "sender:seq" payloads.
+fn tag(payload: &[u8]) -> (usize, usize) {
+    let s = std::str::from_utf8(payload).unwrap();
+    let (a, b) = s.split_once(':').unwrap();
+    (a.parse().unwrap(), b.parse().unwrap())
+}
+
+#[test]
+fn fan_out_reaches_every_other_member_once_in_order_and_rooms_do_not_leak() {
+    let d = Daemon::start(&[]);
+    const N: usize = 50;
+    const M: usize = 20;
+    let mut members: Vec<Raw> = (0..N).map(|_| Raw::open_path(d.addr, "/broadcast/one")).collect();
+    let mut others: Vec<Raw> = (0..3).map(|_| Raw::open_path(d.addr, "/broadcast/two")).collect();
+    for seq in 0..M {
+        for (i, c) in members.iter_mut().enumerate() {
+            c.send_frame(true, 1, format!("{i}:{seq}").as_bytes());
+        }
+    }
+    others[0].send_frame(true, 1, b"only for room two");
+    for (i, c) in members.iter_mut().enumerate() {
+        let mut next = [0usize; N];
+        for _ in 0..(N - 1) * M {
+            let f = c.read_frame();
+            assert_eq!(f.opcode, 1);
+            let (from, seq) = tag(&f.payload);
+            assert_ne!(from, i, "a sender does not get its own message by default");
+            assert_eq!(seq, next[from], "per-sender order for recipient {i}");
+            next[from] += 1;
+        }
+        // Nothing more: a ping is answered before any stray message.
+        c.send_frame(true, 9, b"end");
+        assert_eq!(c.read_frame().opcode, 0xA, "member {i} got more than expected");
+    }
+    for c in others.iter_mut().skip(1) {
+        assert_eq!(c.read_frame().payload, b"only for room two");
+        c.send_frame(true, 9, b"end");
+        assert_eq!(c.read_frame().opcode, 0xA, "room two must not see room one");
+    }
+    others[0].send_frame(true, 9, b"end");
+    assert_eq!(others[0].read_frame().opcode, 0xA);
+}
+
+#[test]
+fn broadcast_to_sender_includes_the_sender_and_default_room() {
+    let d = Daemon::start(&["--broadcast-to-sender"]);
+    let mut a = Raw::open_path(d.addr, "/broadcast");
+    let mut b = Raw::open_path(d.addr, "/broadcast/default");
+    a.send_frame(true, 2, b"\x00\x01binary");
+    for c in [&mut a, &mut b] {
+        let f = c.read_frame();
+        assert_eq!((f.opcode, f.payload.as_slice()), (2, &b"\x00\x01binary"[..]));
+    }
+}
+
+#[test]
+fn invalid_room_names_are_400() {
+    let d = Daemon::start(&[]);
+    for path in [
+        "/broadcast/",
+        "/broadcast/%FF",
+        &format!("/broadcast/{}", "x".repeat(129)),
+    ] {
+        let mut c = Raw::connect(d.addr);
+        c.send(common::REQUEST.replacen("/echo", path, 1).as_bytes());
+        assert_eq!(c.read_response().0, 400, "{path}");
+        c.expect_eof();
+    }
+    Raw::open_path(d.addr, &format!("/broadcast/{}", "x".repeat(128)));
+    Raw::open_path(d.addr, "/broadcast/caf%C3%A9");
+}
+
+/// One publisher sends `count` 1 KiB messages to the room while `readers`
+/// read everything and a member with a tiny receive buffer never reads.
+/// Returns the slow member and the readers' received counts.
+fn flood_with_a_slow_member(d: &Daemon, count: usize) -> (Raw, Vec<usize>) {
+    let room = "/broadcast/slow";
+    let slow = Raw::open_small_rcvbuf(d.addr, room, 4096);
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let mut c = Raw::open_path(d.addr, room);
+            std::thread::spawn(move || {
+                for seq in 0..count {
+                    let f = c.read_frame();
+                    assert_eq!(
+                        tag(&f.payload[..f.payload.iter().position(|&b| b == b' ').unwrap()]),
+                        (0, seq)
+                    );
+                }
+                count
+            })
+        })
+        .collect();
+    let mut publisher = Raw::open_path(d.addr, room);
+    let mut batch = Vec::new();
+    for seq in 0..count {
+        let mut payload = format!("0:{seq} ").into_bytes();
+        payload.resize(1024, b'.');
+        batch.extend_from_slice(&common::masked_frame(true, 1, &payload));
+        if batch.len() > 64 << 10 {
+            publisher.send(&batch);
+            batch.clear();
+        }
+    }
+    publisher.send(&batch);
+    let got = readers.into_iter().map(|t| t.join().unwrap()).collect();
+    (slow, got)
+}
+
+#[test]
+fn slow_consumer_is_closed_with_1008_and_others_get_everything() {
+    let d = Daemon::start(&[]);
+    let (mut slow, got) = flood_with_a_slow_member(&d, 20_000);
+    assert_eq!(got, [20_000, 20_000]);
+    // The slow member now reads: what made it out, then Close 1008.
+    loop {
+        let f = slow.read_frame();
+        if f.opcode == 8 {
+            assert_eq!(f.close_code(), Some(1008));
+            assert_eq!(&f.payload[2..], b"slow consumer");
+            break;
+        }
+        assert_eq!(f.opcode, 1);
+    }
+    slow.send_frame(true, 8, &1008u16.to_be_bytes());
+    slow.expect_eof();
+}
+
+#[test]
+fn slow_consumer_under_drop_stays_connected_with_bounded_memory() {
+    let mut d = Daemon::start(&["--slow-consumer", "drop"]);
+    let before = rss(d.pid());
+    let (mut slow, got) = flood_with_a_slow_member(&d, 20_000);
+    assert_eq!(got, [20_000, 20_000]);
+    let after = rss(d.pid());
+    println!(
+        "daemon RSS {} KiB before, {} KiB after 20 MB through a non-reading member",
+        before / 1024,
+        after / 1024
+    );
+    assert!(
+        after < before + (8 << 20),
+        "RSS grew by {} KiB",
+        (after - before) / 1024
+    );
+    assert!(d.alive());
+    // Still connected: it gets some messages, in order with gaps, and a
+    // ping is answered.
+    slow.send_frame(true, 9, b"still here?");
+    let mut last = None;
+    loop {
+        let f = slow.read_frame();
+        if f.opcode == 0xA {
+            break;
+        }
+        let (_, seq) = tag(&f.payload[..f.payload.iter().position(|&b| b == b' ').unwrap()]);
+        assert!(last.is_none_or(|l| seq > l), "in order");
+        last = Some(seq);
+    }
+    assert!(last.is_some(), "some messages made it");
+}
+
+#[test]
+fn ping_flood_without_reading_cannot_grow_server_memory() {
+    let d = Daemon::start(&[]);
+    let mut c = Raw::open_small_rcvbuf(d.addr, "/echo", 4096);
+    let before = rss(d.pid());
+    c.stream.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    let ping = common::masked_frame(true, 9, &[b'p'; 125]);
+    let burst: Vec<u8> = ping.iter().copied().cycle().take(ping.len() * 512).collect();
+    let start = Instant::now();
+    let mut sent = 0usize;
+    // 50 MB of pings would be 50 MB of pongs; the server stops reading
+    // once 1 MiB of them are queued, so our writes soon stall.
+    while sent < 50 << 20 && start.elapsed() < Duration::from_secs(10) {
+        match c.stream.write(&burst) {
+            Ok(n) => sent += n,
+            Err(_) => break,
+        }
+    }
+    let after = rss(d.pid());
+    println!(
+        "sent {} KiB of pings; daemon RSS {} -> {} KiB",
+        sent / 1024,
+        before / 1024,
+        after / 1024
+    );
+    assert!(sent < 50 << 20, "the server kept reading");
+    assert!(
+        after < before + (8 << 20),
+        "RSS grew by {} KiB",
+        (after - before) / 1024
+    );
+}
+
+fn publish(d: &Daemon, room: &str, extra: &str, body: &[u8]) -> (u16, String, Vec<u8>) {
+    let mut req = format!(
+        "POST /broadcast/{room} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n{extra}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    http(d.addr, &req)
+}
+
+#[test]
+fn http_publish() {
+    let d = Daemon::start(&["--publish-token", "s3cret", "--max-message-size", "1000"]);
+    let mut a = Raw::open_path(d.addr, "/broadcast/news");
+    let mut b = Raw::open_path(d.addr, "/broadcast/news");
+    let auth = "Authorization: Bearer s3cret\r\n";
+
+    let (status, _, body) = publish(&d, "news", auth, b"extra! extra!");
+    assert_eq!((status, body.as_slice()), (202, &b"{\"recipients\":2}\n"[..]));
+    for c in [&mut a, &mut b] {
+        let f = c.read_frame();
+        assert_eq!((f.opcode, f.payload.as_slice()), (1, &b"extra! extra!"[..]));
+    }
+    // Binary when not UTF-8, or when the Content-Type says so.
+    publish(&d, "news", auth, b"\xff\x00");
+    assert_eq!(a.read_frame().opcode, 2);
+    publish(
+        &d,
+        "news",
+        &format!("{auth}Content-Type: application/octet-stream\r\n"),
+        b"abc",
+    );
+    assert_eq!(a.read_frame().opcode, 2);
+    // An empty room has no recipients.
+    assert_eq!(publish(&d, "nobody", auth, b"x").2, b"{\"recipients\":0}\n");
+
+    assert_eq!(publish(&d, "news", "", b"x").0, 401);
+    assert_eq!(publish(&d, "news", "Authorization: Bearer wrong\r\n", b"x").0, 401);
+    assert_eq!(publish(&d, "news", auth, &[b'x'; 1001]).0, 413);
+    let (status, _, _) = http(
+        d.addr,
+        format!("POST /broadcast/news HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
+    );
+    assert_eq!(status, 411);
+
+    // A body (and head) arriving one byte at a time.
+    let body = "split into many segments";
+    let req = format!(
+        "POST /broadcast/news HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut c = Raw::connect(d.addr);
+    for byte in req.as_bytes() {
+        c.send(std::slice::from_ref(byte));
+    }
+    let (status, head, _) = c.read_response();
+    assert_eq!(status, 202);
+    assert!(!head.contains("Connection: close"), "HTTP/1.1 keeps the connection");
+    assert_eq!(a.read_frame().payload, body.as_bytes());
+    // ...and the connection takes a second request.
+    c.send(format!("POST /broadcast/news HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 2\r\n\r\nok").as_bytes());
+    assert_eq!(c.read_response().0, 202);
+    assert_eq!(a.read_frame().payload, b"ok");
+}
