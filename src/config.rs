@@ -4,6 +4,7 @@
 use crate::proto::http::HeadLimits;
 use crate::proto::Limits;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 /// Where the daemon listens unless told otherwise.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:9001";
@@ -18,6 +19,18 @@ pub const DEFAULT_MAX_HEADER_FIELDS: usize = 100;
 /// Queued outgoing bytes past which a connection is no longer read until
 /// its peer catches up.
 pub const DEFAULT_MAX_BACKPRESSURE: usize = 1 << 20;
+/// Most open connections; past it new ones get HTTP 503.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Time for a client to send its complete request head (slowloris defence).
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Silence after which the server sends a Ping.
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(30);
+/// Silence after which the server closes with 1001.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Wait for the peer's Close (or FIN) after ours, then drop the connection.
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a shutdown waits for clients to finish closing.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// The loop-wide read buffer: one read system call takes at most this.
 pub const READ_BUFFER: usize = 64 << 10;
 
@@ -36,6 +49,14 @@ pub struct Config {
     pub broadcast_to_sender: bool,
     /// Required as `Authorization: Bearer <token>` on HTTP publish.
     pub publish_token: Option<String>,
+    pub max_connections: usize,
+    /// Origins allowed to open WebSockets (exact match); empty: any.
+    pub allowed_origins: Vec<String>,
+    pub handshake_timeout: Duration,
+    pub ping_interval: Duration,
+    pub idle_timeout: Duration,
+    pub close_timeout: Duration,
+    pub shutdown_grace: Duration,
 }
 
 /// Policy for broadcast recipients that do not keep up.
@@ -63,6 +84,13 @@ impl Default for Config {
             slow_consumer: SlowConsumer::Close,
             broadcast_to_sender: false,
             publish_token: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            allowed_origins: Vec::new(),
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            ping_interval: DEFAULT_PING_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
     }
 }

@@ -3,6 +3,7 @@
 use clap::Parser;
 use log::{error, info};
 use std::net::SocketAddr;
+use std::time::Duration;
 use wsloop::config::{self, Config, SlowConsumer};
 use wsloop::net::Server;
 
@@ -43,6 +44,39 @@ struct Cli {
     /// may publish.
     #[arg(long, env = "WSLOOP_PUBLISH_TOKEN", hide_env_values = true)]
     publish_token: Option<String>,
+    /// Most open connections; past it new ones get HTTP 503 and are closed.
+    #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// Origins allowed to open WebSockets, exact match (repeat the flag or
+    /// separate with commas). A browser from any other origin gets 403;
+    /// clients that send no Origin are allowed. Default: any origin.
+    #[arg(long, value_delimiter = ',')]
+    allow_origin: Vec<String>,
+    /// Seconds a client has to complete its request head (408 after it, or
+    /// a plain close if it sent nothing).
+    #[arg(long, default_value_t = config::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
+    handshake_timeout: f64,
+    /// Seconds of silence from a client after which the server pings it.
+    #[arg(long, default_value_t = config::DEFAULT_PING_INTERVAL.as_secs_f64())]
+    ping_interval: f64,
+    /// Seconds of silence after which the server closes with 1001.
+    #[arg(long, default_value_t = config::DEFAULT_IDLE_TIMEOUT.as_secs_f64())]
+    idle_timeout: f64,
+    /// Seconds the server waits for the peer's Close after sending its own
+    /// (or for its FIN after an error response) before dropping it.
+    #[arg(long, default_value_t = config::DEFAULT_CLOSE_TIMEOUT.as_secs_f64())]
+    close_timeout: f64,
+    /// Seconds a graceful shutdown (SIGTERM/SIGINT) waits for clients to
+    /// close; a second signal exits at once.
+    #[arg(long, default_value_t = config::DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
+    shutdown_grace: f64,
+}
+
+fn seconds(name: &str, v: f64) -> Duration {
+    Duration::try_from_secs_f64(v).unwrap_or_else(|_| {
+        error!("--{name} must be a non-negative number of seconds");
+        std::process::exit(2)
+    })
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -63,6 +97,13 @@ fn main() {
         },
         broadcast_to_sender: cli.broadcast_to_sender,
         publish_token: cli.publish_token.clone(),
+        max_connections: cli.max_connections,
+        allowed_origins: cli.allow_origin.clone(),
+        handshake_timeout: seconds("handshake-timeout", cli.handshake_timeout),
+        ping_interval: seconds("ping-interval", cli.ping_interval),
+        idle_timeout: seconds("idle-timeout", cli.idle_timeout),
+        close_timeout: seconds("close-timeout", cli.close_timeout),
+        shutdown_grace: seconds("shutdown-grace", cli.shutdown_grace),
         ..Config::default()
     };
     config.limits.max_message = cli.max_message_size;
@@ -82,6 +123,10 @@ fn main() {
             wsloop::net::CONNECTION_RECORD_BYTES
         ),
         Err(e) => error!("no local address: {e}"),
+    }
+    if let Err(e) = server.handle_signals() {
+        error!("cannot install signal handlers: {e}");
+        std::process::exit(1);
     }
     if let Err(e) = server.run() {
         error!("poll failed: {e}");

@@ -133,6 +133,7 @@ fn broadcast_allocations_do_not_grow_with_recipients() {
     std::thread::spawn(move || {
         let config = wsloop::config::Config {
             listen: "127.0.0.1:0".parse().unwrap(),
+            max_connections: 20_000,
             ..Default::default()
         };
         let mut server = wsloop::net::Server::bind(config).unwrap();

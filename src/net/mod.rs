@@ -1,7 +1,9 @@
 //! The poll loop: the only code that touches sockets and `mio`.
 
+mod metrics;
 mod outq;
 mod server;
 pub mod stats;
+mod timers;
 
 pub use server::{Server, CONNECTION_RECORD_BYTES};

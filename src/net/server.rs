@@ -10,8 +10,10 @@
 //! socket becomes writable. Sockets are registered once, for both
 //! directions, edge-triggered, and never re-registered.
 
+use super::metrics;
 use super::outq::{OutQueue, MAX_IOVECS};
 use super::stats::Stats;
+use super::timers::Timers;
 use crate::config::{Config, SlowConsumer, READ_BUFFER};
 use crate::proto::close::code;
 use crate::proto::handshake::{self, RequestParser};
@@ -19,7 +21,7 @@ use crate::proto::http::{HttpError, Progress};
 use crate::proto::{frame, Event, MessageKind, Session};
 use crate::service::broadcast::{Room, Rooms};
 use crate::service::{self, Command, Route, Target};
-use log::{debug, trace, warn};
+use log::{debug, info, trace, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
@@ -29,6 +31,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(usize::MAX);
+const SIGNALS: Token = Token(usize::MAX - 1);
 /// How long accepting pauses after running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Reads per connection per iteration before others get their turn.
@@ -71,6 +74,17 @@ struct Conn {
     /// Not read while its queue is over the backpressure cap.
     read_paused: bool,
     write_shut: bool,
+    /// Turned away at accept (over `max_connections`): not counted.
+    rejected: bool,
+    /// A Ping was sent for the current silence.
+    pinged: bool,
+    /// When the current phase began (ms on the loop clock): accept, the
+    /// start of a keep-alive request, or the start of closing.
+    since: u64,
+    /// When input last arrived.
+    last_active: u64,
+    /// The connection's live timer entry (0: none).
+    timer_at: u64,
 }
 
 impl Conn {
@@ -94,6 +108,11 @@ struct Core {
     /// Output of the connection being handled, written when its input has
     /// been processed.
     wbuf: Vec<u8>,
+    /// The loop's clock: milliseconds since start, read once per iteration.
+    now: u64,
+    /// A `/metrics` request was read; the loop renders it (it needs every
+    /// connection, which `handle_input` cannot see).
+    metrics_wanted: bool,
 }
 
 /// Something to do to a connection once the loop is not iterating over a
@@ -105,10 +124,17 @@ enum Deferred {
 
 pub struct Server {
     poll: Poll,
-    listener: TcpListener,
+    /// `None` once shutting down.
+    listener: Option<TcpListener>,
+    local_addr: SocketAddr,
+    signals: Option<signal_hook_mio::v1_0::Signals>,
     conns: Slab<Conn>,
     rbuf: Box<[u8]>,
     core: Core,
+    timers: Timers,
+    start: Instant,
+    /// Connections counted against `max_connections`.
+    admitted: usize,
     /// Connections that used their read budget with input maybe left.
     again: Vec<usize>,
     /// Reused scratch for room delivery.
@@ -117,7 +143,15 @@ pub struct Server {
     /// Set while accept is failing for lack of file descriptors.
     accept_paused: bool,
     last_accept_warning: Option<Instant>,
+    /// When a graceful shutdown gives up waiting (ms on the loop clock).
+    shutdown_deadline: Option<u64>,
+    /// Rejections already reported in the periodic info line.
+    reported_rejections: u64,
+    last_report: u64,
 }
+
+/// How often refusals are summarised at info level.
+const REPORT_EVERY_MS: u64 = 10_000;
 
 impl Server {
     /// Binds the listener (port 0 picks a free port).
@@ -125,9 +159,12 @@ impl Server {
         let poll = Poll::new()?;
         let mut listener = TcpListener::bind(config.listen)?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+        let local_addr = listener.local_addr()?;
         Ok(Server {
             poll,
-            listener,
+            listener: Some(listener),
+            local_addr,
+            signals: None,
             conns: Slab::new(),
             rbuf: vec![0; READ_BUFFER].into_boxed_slice(),
             core: Core {
@@ -135,17 +172,25 @@ impl Server {
                 rooms: Rooms::default(),
                 stats: Stats::default(),
                 wbuf: Vec::with_capacity(READ_BUFFER),
+                now: 0,
+                metrics_wanted: false,
             },
+            timers: Timers::default(),
+            start: Instant::now(),
+            admitted: 0,
             again: Vec::new(),
             ranges: Vec::new(),
             deferred: Vec::new(),
             accept_paused: false,
             last_accept_warning: None,
+            shutdown_deadline: None,
+            reported_rejections: 0,
+            last_report: 0,
         })
     }
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        self.listener.local_addr()
+        Ok(self.local_addr)
     }
 
     /// Open connections.
@@ -157,22 +202,44 @@ impl Server {
         &self.core.stats
     }
 
-    /// Runs the loop forever (or until polling itself fails).
+    /// Makes SIGTERM and SIGINT start a graceful shutdown (a second one
+    /// exits at once). Only for the daemon: handlers are process-wide.
+    pub fn handle_signals(&mut self) -> io::Result<()> {
+        use signal_hook::consts::{SIGINT, SIGTERM};
+        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT])?;
+        self.poll
+            .registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// Runs the loop until a graceful shutdown completes (or polling itself
+    /// fails).
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         loop {
-            let timeout = if !self.again.is_empty() {
-                Some(Duration::ZERO)
-            } else if self.accept_paused {
-                Some(ACCEPT_RETRY)
-            } else {
-                None
-            };
+            self.core.now = self.start.elapsed().as_millis() as u64;
+            let mut timeout = self
+                .timers
+                .next()
+                .map(|at| Duration::from_millis(at.saturating_sub(self.core.now)));
+            if self.accept_paused {
+                timeout = Some(timeout.map_or(ACCEPT_RETRY, |t| t.min(ACCEPT_RETRY)));
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                let left = Duration::from_millis(deadline.saturating_sub(self.core.now));
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
+            if !self.again.is_empty() {
+                timeout = Some(Duration::ZERO);
+            }
             match self.poll.poll(&mut events, timeout) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
+            self.core.now = self.start.elapsed().as_millis() as u64;
             self.core.stats.loop_iterations += 1;
             if self.accept_paused {
                 self.accept();
@@ -180,6 +247,11 @@ impl Server {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
+                    SIGNALS => {
+                        if self.on_signal() {
+                            return Ok(());
+                        }
+                    }
                     Token(key) => {
                         if ev.is_writable() {
                             self.on_writable(key);
@@ -194,36 +266,121 @@ impl Server {
                 self.on_readable(key);
             }
             self.deliver_broadcasts();
+            while let Some((at, key)) = self.timers.pop_due(self.core.now) {
+                self.on_timer(key, at);
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if self.conns.is_empty() {
+                    info!("shutdown complete");
+                    return Ok(());
+                }
+                if self.core.now >= deadline {
+                    info!("shutdown grace period over; dropping {} connections", self.conns.len());
+                    return Ok(());
+                }
+            }
+            self.report_rejections();
+        }
+    }
+
+    /// Handles pending signals; true means exit now.
+    fn on_signal(&mut self) -> bool {
+        let Some(signals) = &mut self.signals else { return false };
+        let count = signals.pending().count();
+        if count == 0 {
+            return false;
+        }
+        if self.shutdown_deadline.is_some() || count > 1 {
+            info!("second signal: exiting now");
+            return true;
+        }
+        self.begin_shutdown();
+        false
+    }
+
+    /// Graceful shutdown: stop accepting, deliver what is already queued,
+    /// send Close 1001 "going away" to every WebSocket client and keep
+    /// flushing until all have closed or the grace period is over.
+    pub fn begin_shutdown(&mut self) {
+        info!("shutting down: closing {} connections", self.conns.len());
+        self.listener = None;
+        self.accept_paused = false;
+        self.shutdown_deadline = Some(self.core.now + self.core.config.shutdown_grace.as_millis() as u64);
+        // Broadcasts read before the signal go out before the Close.
+        self.deliver_broadcasts();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let conn = &mut self.conns[key];
+            match &mut conn.phase {
+                Phase::Open(session, route) if session.is_open() => {
+                    if let Route::Broadcast { room } = *route {
+                        self.core.rooms.leave(room, key);
+                    }
+                    *route = Route::Detached;
+                    session.close(code::GOING_AWAY, "going away", &mut self.core.wbuf);
+                    self.core.stats.count_close(code::GOING_AWAY);
+                    conn.since = self.core.now;
+                    if self.flush(key) {
+                        self.rearm(key);
+                    }
+                }
+                Phase::Handshake(_) | Phase::Body(_) => self.teardown(key, "shutting down"),
+                _ => {}
+            }
         }
     }
 
     fn accept(&mut self) {
         loop {
-            match self.listener.accept() {
+            let Some(listener) = &self.listener else { return };
+            match listener.accept() {
                 Ok((mut stream, peer)) => {
                     self.accept_paused = false;
                     // Frames are whole when written; don't let Nagle hold
                     // back a small one waiting for an ACK.
                     let _ = stream.set_nodelay(true);
                     let entry = self.conns.vacant_entry();
-                    let token = Token(entry.key());
+                    let key = entry.key();
                     if let Err(e) =
                         self.poll
                             .registry()
-                            .register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)
+                            .register(&mut stream, Token(key), Interest::READABLE | Interest::WRITABLE)
                     {
                         warn!("cannot register connection from {peer}: {e}");
                         continue;
                     }
-                    debug!("{peer} connected (#{})", token.0);
                     self.core.stats.accepted += 1;
+                    let rejected = self.admitted >= self.core.config.max_connections;
+                    let now = self.core.now;
                     entry.insert(Conn {
                         stream,
-                        phase: Phase::Handshake(Box::default()),
+                        phase: if rejected {
+                            Phase::Linger
+                        } else {
+                            Phase::Handshake(Box::default())
+                        },
                         out: None,
                         read_paused: false,
                         write_shut: false,
+                        rejected,
+                        pinged: false,
+                        since: now,
+                        last_active: now,
+                        timer_at: 0,
                     });
+                    if rejected {
+                        debug!("{peer} refused (#{key}): at --max-connections");
+                        self.core.stats.rejected_max_connections += 1;
+                        self.core.stats.count_http_error(503);
+                        handshake::write_error(&mut self.core.wbuf, &HttpError::new(503, "server at capacity"));
+                        if !self.flush(key) {
+                            continue;
+                        }
+                    } else {
+                        debug!("{peer} connected (#{key})");
+                        self.admitted += 1;
+                    }
+                    self.rearm(key);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -237,6 +394,7 @@ impl Server {
                     // edge-triggered and will not fire again for it, so
                     // retry on a timer instead of spinning or stalling.
                     self.accept_paused = true;
+                    self.core.stats.accept_errors += 1;
                     let now = Instant::now();
                     if self
                         .last_accept_warning
@@ -270,10 +428,21 @@ impl Server {
                     return;
                 }
                 Ok(n) => {
+                    conn.last_active = self.core.now;
+                    conn.pinged = false;
+                    let before = phase_kind(&conn.phase);
                     handle_input(conn, key, &mut self.core, &mut self.rbuf[..n]);
+                    if phase_kind(&conn.phase) != before {
+                        conn.since = self.core.now;
+                    }
+                    if std::mem::take(&mut self.core.metrics_wanted) {
+                        let body = metrics::render(self);
+                        handshake::write_response(&mut self.core.wbuf, 200, "", metrics::CONTENT_TYPE, &body, true);
+                    }
                     if !self.flush(key) {
                         return;
                     }
+                    self.rearm(key);
                     // A short read emptied the socket; the next arrival is a
                     // new edge. Skipping the read that would say WouldBlock
                     // saves a system call per message.
@@ -284,8 +453,8 @@ impl Server {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    self.teardown(key, "read error");
                     debug!("#{key}: {e}");
+                    self.teardown(key, "read error");
                     return;
                 }
             }
@@ -316,6 +485,89 @@ impl Server {
             // for it, so read now.
             self.on_readable(key);
         }
+    }
+
+    /// When connection `key` next needs attention from the clock.
+    fn deadline(&self, conn: &Conn) -> u64 {
+        let cfg = &self.core.config;
+        let ms = |d: Duration| d.as_millis() as u64;
+        match &conn.phase {
+            Phase::Handshake(_) | Phase::Body(_) => conn.since + ms(cfg.handshake_timeout),
+            Phase::Open(session, _) if session.is_open() => {
+                conn.last_active
+                    + if conn.pinged {
+                        ms(cfg.idle_timeout)
+                    } else {
+                        ms(cfg.ping_interval)
+                    }
+            }
+            Phase::Open(..) | Phase::Linger => conn.since + ms(cfg.close_timeout),
+        }
+    }
+
+    /// Makes sure connection `key` has a timer entry no later than its
+    /// deadline.
+    fn rearm(&mut self, key: usize) {
+        let Some(conn) = self.conns.get(key) else { return };
+        let at = self.deadline(conn);
+        let conn = &mut self.conns[key];
+        if conn.timer_at == 0 || at < conn.timer_at {
+            conn.timer_at = at;
+            self.timers.schedule(key, at);
+        }
+    }
+
+    /// A timer entry fired: act if the connection's deadline has come,
+    /// else re-arm for the (later) deadline.
+    fn on_timer(&mut self, key: usize, at: u64) {
+        let Some(conn) = self.conns.get(key) else { return };
+        if conn.timer_at != at {
+            return; // superseded by an earlier entry
+        }
+        let due = self.deadline(conn) <= self.core.now;
+        self.conns[key].timer_at = 0;
+        if due {
+            let conn = &mut self.conns[key];
+            let now = self.core.now;
+            match &mut conn.phase {
+                Phase::Handshake(p) if !p.started() => return self.teardown(key, "handshake timeout, nothing sent"),
+                Phase::Handshake(_) | Phase::Body(_) => {
+                    // Slowloris: answer 408 and close.
+                    self.core.stats.timeouts_handshake += 1;
+                    self.core.stats.count_http_error(408);
+                    handshake::write_error(
+                        &mut self.core.wbuf,
+                        &HttpError::new(408, "request not completed in time"),
+                    );
+                    conn.phase = Phase::Linger;
+                    conn.since = now;
+                }
+                Phase::Open(session, route) if session.is_open() => {
+                    if !conn.pinged {
+                        session.ping(b"", &mut self.core.wbuf);
+                        conn.pinged = true;
+                    } else {
+                        debug!("#{key}: idle timeout");
+                        self.core.stats.timeouts_idle += 1;
+                        self.core.stats.count_close(code::GOING_AWAY);
+                        if let Route::Broadcast { room } = *route {
+                            self.core.rooms.leave(room, key);
+                        }
+                        *route = Route::Detached;
+                        session.close(code::GOING_AWAY, "idle timeout", &mut self.core.wbuf);
+                        conn.since = now;
+                    }
+                }
+                Phase::Open(..) | Phase::Linger => {
+                    self.core.stats.timeouts_close += 1;
+                    return self.teardown(key, "close timeout");
+                }
+            }
+            if !self.flush(key) {
+                return;
+            }
+        }
+        self.rearm(key);
     }
 
     /// Writes the shared write buffer for connection `key`: straight to the
@@ -424,10 +676,13 @@ impl Server {
         self.core.stats.slow_consumer_disconnects += 1;
         self.core.stats.count_close(code::POLICY_VIOLATION);
         session.close(code::POLICY_VIOLATION, "slow consumer", &mut self.core.wbuf);
+        conn.since = self.core.now;
         if let Some(q) = &mut conn.out {
             q.truncate_to_front();
         }
-        self.flush(key);
+        if self.flush(key) {
+            self.rearm(key);
+        }
     }
 
     /// The one way a connection ends: leave its room, drop it (which closes
@@ -437,9 +692,61 @@ impl Server {
             if let Phase::Open(_, Route::Broadcast { room }) = conn.phase {
                 self.core.rooms.leave(room, key);
             }
+            if !conn.rejected {
+                self.admitted -= 1;
+            }
             self.core.stats.closed += 1;
             debug!("#{key} closed: {why} ({} bytes unsent)", conn.queued());
         }
+    }
+}
+
+impl Server {
+    /// Logs refusals in aggregate, at most every ten seconds.
+    fn report_rejections(&mut self) {
+        let now = self.core.now;
+        if now < self.last_report + REPORT_EVERY_MS {
+            return;
+        }
+        let total: u64 = self.core.stats.http_errors.iter().map(|(_, n)| n).sum();
+        if total != self.reported_rejections {
+            let by_status: Vec<String> = self
+                .core
+                .stats
+                .http_errors
+                .iter()
+                .map(|(status, n)| format!("{n} × {status}"))
+                .collect();
+            info!("requests refused since start: {}", by_status.join(", "));
+            self.reported_rejections = total;
+        }
+        self.last_report = now;
+    }
+
+    /// Bytes queued for sending over all connections.
+    pub fn queued_bytes(&self) -> usize {
+        self.conns.iter().map(|(_, c)| c.queued()).sum()
+    }
+
+    /// Rooms that exist.
+    pub fn rooms(&self) -> usize {
+        self.core.rooms.len()
+    }
+
+    /// Entries in the deadline heap.
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+}
+
+/// A phase's discriminant, to notice transitions.
+fn phase_kind(p: &Phase) -> u8 {
+    match p {
+        Phase::Handshake(_) => 0,
+        Phase::Body(_) => 1,
+        Phase::Open(s, _) if s.is_open() => 2,
+        Phase::Open(..) => 3,
+        Phase::Linger => 4,
     }
 }
 
@@ -473,6 +780,7 @@ fn deliver(
     ranges.clear();
     let queued = conn.queued();
     let mut total = 0;
+    let mut frames = 0;
     let mut start = 0;
     for &(end, sender) in &room.frames {
         let (s, e) = (start, end);
@@ -490,6 +798,7 @@ fn deliver(
             }
         }
         total += e - s;
+        frames += 1;
         match ranges.last_mut() {
             Some(last) if last.1 == s => last.1 = e,
             _ => ranges.push((s, e)),
@@ -498,7 +807,7 @@ fn deliver(
     if total == 0 {
         return None;
     }
-    stats.messages_out += 1;
+    stats.messages_out += frames;
     stats.bytes_out += total as u64;
     let batch = &room.batch;
     let mut queue_from = 0; // index into `ranges` of the first range not fully written
@@ -576,6 +885,22 @@ fn handle_input(conn: &mut Conn, key: usize, core: &mut Core, input: &mut [u8]) 
                         handshake::write_accept(&mut core.wbuf, &k);
                         let room = core.rooms.join(&name, key);
                         Phase::Open(Session::server(), Route::Broadcast { room })
+                    }
+                    Target::Health => {
+                        handshake::write_response(&mut core.wbuf, 200, "", "text/plain", b"ok\n", !keep_alive);
+                        if keep_alive {
+                            Phase::Handshake(Box::default())
+                        } else {
+                            Phase::Linger
+                        }
+                    }
+                    Target::Metrics => {
+                        // Rendered by the loop, which sees every connection;
+                        // the response closes the connection, so nothing
+                        // after it needs handling.
+                        core.metrics_wanted = true;
+                        conn.phase = Phase::Linger;
+                        return;
                     }
                     Target::Publish { room, len, kind } => Phase::Body(Box::new(Publish {
                         room,

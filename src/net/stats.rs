@@ -1,7 +1,6 @@
 //! Counters of what the loop did. Each costs an add where it happens; the
 //! `/metrics` endpoint renders them.
 
-/// Why a connection was refused or failed before or during its handshake.
 #[derive(Debug, Default, Clone)]
 pub struct Stats {
     pub accepted: u64,
@@ -21,6 +20,13 @@ pub struct Stats {
     pub http_errors: Vec<(u16, u64)>,
     /// Close frames we sent, by code.
     pub close_codes: Vec<(u16, u64)>,
+    /// Connections turned away with 503 at `max_connections`.
+    pub rejected_max_connections: u64,
+    /// accept() failures (EMFILE and the like).
+    pub accept_errors: u64,
+    pub timeouts_handshake: u64,
+    pub timeouts_idle: u64,
+    pub timeouts_close: u64,
     pub read_calls: u64,
     pub write_calls: u64,
     pub loop_iterations: u64,

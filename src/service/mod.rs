@@ -25,6 +25,10 @@ pub enum Target {
         len: usize,
         kind: Option<MessageKind>,
     },
+    /// `GET /healthz`.
+    Health,
+    /// `GET /metrics`.
+    Metrics,
 }
 
 /// The service an open WebSocket connection belongs to.
@@ -56,20 +60,38 @@ pub enum Command<'a> {
 /// the path does not take; then the checks of the request itself.
 pub fn route(req: &Request, config: &Config) -> Result<Target, HttpError> {
     let path = req.path();
-    if path == "/" || path == "/echo" {
+    let get_only = |target| {
+        if matches!(req.method, Method::Get | Method::Head) {
+            Ok(target)
+        } else {
+            Err(HttpError::new(405, "this endpoint takes GET"))
+        }
+    };
+    match path {
+        "/healthz" => return get_only(Target::Health),
+        "/metrics" => return get_only(Target::Metrics),
         // `/` echoes too: it is what most benchmark clients and the classic
         // examples connect to.
-        if req.method != Method::Get {
-            return Err(HttpError::new(405, "WebSocket endpoints take GET"));
+        "/" | "/echo" => {
+            if req.method != Method::Get {
+                return Err(HttpError::new(405, "WebSocket endpoints take GET"));
+            }
+            let key = req.websocket_key()?;
+            check_origin(req, config)?;
+            return Ok(Target::Echo(key));
         }
-        return Ok(Target::Echo(req.websocket_key()?));
+        _ => {}
     }
     let Some(room) = broadcast::room_name(path) else {
         return Err(HttpError::new(404, "no such endpoint; try /echo or /broadcast/{room}"));
     };
     let room = room.map_err(HttpError::bad)?;
     match req.method {
-        Method::Get => Ok(Target::Join(req.websocket_key()?, room)),
+        Method::Get => {
+            let key = req.websocket_key()?;
+            check_origin(req, config)?;
+            Ok(Target::Join(key, room))
+        }
         Method::Post => {
             if let Some(token) = &config.publish_token {
                 let ok = req
@@ -110,6 +132,18 @@ pub fn route(req: &Request, config: &Config) -> Result<Target, HttpError> {
             405,
             "broadcast endpoints take GET (WebSocket) or POST (publish)",
         )),
+    }
+}
+
+/// RFC 6455 §4.2.2 step 4 / §10.2: a server may refuse browsers from
+/// other origins (403). Clients that send no `Origin` (not browsers) are
+/// let through.
+fn check_origin(req: &Request, config: &Config) -> Result<(), HttpError> {
+    match &req.origin {
+        Some(origin) if !config.allowed_origins.is_empty() && !config.allowed_origins.iter().any(|o| o == origin) => {
+            Err(HttpError::new(403, "origin not allowed"))
+        }
+        _ => Ok(()),
     }
 }
 
