@@ -18,7 +18,22 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(args: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wsloop"))
+        Daemon::spawn(Command::new(env!("CARGO_BIN_EXE_wsloop")), args)
+    }
+
+    /// The daemon with at most `nofile` open file descriptors.
+    pub fn start_with_nofile(nofile: u32, args: &[&str]) -> Daemon {
+        let mut cmd = Command::new("sh");
+        cmd.args([
+            "-c",
+            &format!("ulimit -n {nofile} && exec \"$0\" \"$@\""),
+            env!("CARGO_BIN_EXE_wsloop"),
+        ]);
+        Daemon::spawn(cmd, args)
+    }
+
+    fn spawn(mut cmd: Command, args: &[&str]) -> Daemon {
+        let mut child = cmd
             .args(["--listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "info")
@@ -58,6 +73,37 @@ impl Daemon {
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends a signal (by name, e.g. "TERM") to the daemon.
+    pub fn signal(&self, name: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits (bounded) for the daemon to exit; returns its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(start.elapsed() < within, "daemon still running after {within:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// CPU time (user + system) the daemon has used, in clock ticks.
+    pub fn cpu_ticks(&self) -> u64 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid())).unwrap();
+        // Fields after the parenthesised command name; utime and stime are
+        // the 14th and 15th fields of the whole line.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
     }
 }
 
@@ -216,6 +262,12 @@ impl Raw {
             "unexpected bytes before EOF: {:x?}",
             &self.buf[..self.buf.len().min(64)]
         );
+    }
+
+    /// After sending our Close: the server echoes it, then closes TCP.
+    pub fn expect_close_echo(&mut self) {
+        assert_eq!(self.read_frame().opcode, 8);
+        self.expect_eof();
     }
 
     /// The close handshake from the client side after a server Close:
