@@ -117,7 +117,7 @@ fn flood_with_a_slow_member(d: &Daemon, count: usize) -> (Raw, Vec<usize>) {
 
 #[test]
 fn slow_consumer_is_closed_with_1008_and_others_get_everything() {
-    let d = Daemon::start(&[]);
+    let d = Daemon::start(&["--max-backpressure", "4194304"]);
     let (mut slow, got) = flood_with_a_slow_member(&d, 20_000);
     assert_eq!(got, [20_000, 20_000]);
     // The slow member now reads: what made it out, then Close 1008.
@@ -136,7 +136,7 @@ fn slow_consumer_is_closed_with_1008_and_others_get_everything() {
 
 #[test]
 fn slow_consumer_under_drop_stays_connected_with_bounded_memory() {
-    let mut d = Daemon::start(&["--slow-consumer", "drop"]);
+    let mut d = Daemon::start(&["--slow-consumer", "drop", "--max-backpressure", "4194304"]);
     let before = rss(d.pid());
     let (mut slow, got) = flood_with_a_slow_member(&d, 20_000);
     assert_eq!(got, [20_000, 20_000]);
@@ -264,4 +264,47 @@ fn http_publish() {
     c.send(format!("POST /broadcast/news HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 2\r\n\r\nok").as_bytes());
     assert_eq!(c.read_response().0, 202);
     assert_eq!(a.read_frame().payload, b"ok");
+}
+
+#[test]
+fn presence_notices_go_only_to_those_who_ask() {
+    let d = Daemon::start(&[]);
+    let mut plain = Raw::open_path(d.addr, "/broadcast/chat");
+    let mut ann = Raw::open_path(d.addr, "/broadcast/chat?presence=1&name=Ann");
+    let text = |c: &mut Raw| String::from_utf8(c.read_frame().payload).unwrap();
+    assert_eq!(
+        text(&mut ann),
+        r#"{"type":"presence","event":"join","name":"Ann","members":2}"#
+    );
+    let mut bob = Raw::open_path(d.addr, "/broadcast/chat?presence=1&name=B%C3%B6b");
+    let bob_joined = r#"{"type":"presence","event":"join","name":"Böb","members":3}"#;
+    assert_eq!(text(&mut ann), bob_joined);
+    assert_eq!(text(&mut bob), bob_joined);
+    bob.send_frame(true, 8, &common::close_payload(1000, ""));
+    bob.expect_close_echo();
+    assert_eq!(
+        text(&mut ann),
+        r#"{"type":"presence","event":"leave","name":"Böb","members":2}"#
+    );
+    // Messages still flow as usual, and the plain member saw no notices.
+    ann.send_frame(true, 1, b"hello");
+    assert_eq!(text(&mut plain), "hello");
+    plain.send_frame(true, 9, b"");
+    assert_eq!(plain.read_frame().opcode, 0xA);
+}
+
+#[test]
+fn the_chat_page_is_served_at_the_root() {
+    let d = Daemon::start(&[]);
+    let (status, head, body) = http(d.addr, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200);
+    assert!(head.contains("Content-Type: text/html"), "{head}");
+    assert!(String::from_utf8(body)
+        .unwrap()
+        .to_lowercase()
+        .contains("<!doctype html>"));
+    // An upgrade at the root still echoes.
+    let mut c = Raw::open_path(d.addr, "/");
+    c.send_frame(true, 1, b"echo");
+    assert_eq!(c.read_frame().payload, b"echo");
 }

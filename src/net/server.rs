@@ -34,8 +34,11 @@ const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
 /// How long accepting pauses after running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
-/// Reads per connection per iteration before others get their turn.
-const READ_BUDGET: usize = 16;
+/// Reads per connection per iteration before others get their turn (and
+/// before a room's batch goes out: a batch should stay well under the
+/// backpressure cap, or a recipient that keeps up on average would look
+/// slow).
+const READ_BUDGET: usize = 4;
 
 /// Where a connection is in its life.
 #[derive(Debug)]
@@ -629,11 +632,13 @@ impl Server {
                 continue;
             };
             let mut shared = None;
-            for &m in &room.members {
+            for member in &room.members {
+                let m = member.conn;
                 let Some(conn) = self.conns.get_mut(m) else { continue };
                 if let Some(d) = deliver(
                     conn,
                     m,
+                    member.presence.is_some(),
                     room,
                     &mut shared,
                     &self.core.config,
@@ -768,9 +773,11 @@ fn write_some(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
 /// Writes a room's batch to member `key`, minus its own frames (unless
 /// broadcasting to senders), with one vectored write; queues by reference
 /// what the socket does not take. Applies the slow-consumer policy.
+#[allow(clippy::too_many_arguments)]
 fn deliver(
     conn: &mut Conn,
     key: usize,
+    wants_presence: bool,
     room: &Room,
     shared: &mut Option<Rc<[u8]>>,
     config: &Config,
@@ -782,10 +789,10 @@ fn deliver(
     let mut total = 0;
     let mut frames = 0;
     let mut start = 0;
-    for &(end, sender) in &room.frames {
-        let (s, e) = (start, end);
-        start = end;
-        if sender == Some(key) && !config.broadcast_to_sender {
+    for f in &room.frames {
+        let (s, e) = (start, f.end);
+        start = f.end;
+        if (f.sender == Some(key) && !config.broadcast_to_sender) || (f.presence && !wants_presence) {
             continue;
         }
         if queued + total + (e - s) > config.max_backpressure {
@@ -881,10 +888,28 @@ fn handle_input(conn: &mut Conn, key: usize, core: &mut Core, input: &mut [u8]) 
                         handshake::write_accept(&mut core.wbuf, &k);
                         Phase::Open(Session::server(), Route::Echo)
                     }
-                    Target::Join(k, name) => {
+                    Target::Join(k, name, presence) => {
                         handshake::write_accept(&mut core.wbuf, &k);
-                        let room = core.rooms.join(&name, key);
+                        let room = core.rooms.join(&name, key, presence.as_deref());
                         Phase::Open(Session::server(), Route::Broadcast { room })
+                    }
+                    Target::Page => {
+                        let page = include_str!("../../web/chat.html").as_bytes();
+                        let head_only = matches!(parser.request().method, handshake::Method::Head);
+                        let body: &[u8] = if head_only { b"" } else { page };
+                        handshake::write_response(
+                            &mut core.wbuf,
+                            200,
+                            "",
+                            "text/html; charset=utf-8",
+                            body,
+                            !keep_alive,
+                        );
+                        if keep_alive {
+                            Phase::Handshake(Box::default())
+                        } else {
+                            Phase::Linger
+                        }
                     }
                     Target::Health => {
                         handshake::write_response(&mut core.wbuf, 200, "", "text/plain", b"ok\n", !keep_alive);

@@ -20,16 +20,34 @@ pub type RoomId = usize;
 /// Longest room name, in bytes of UTF-8.
 pub const MAX_ROOM_NAME: usize = 128;
 
+/// A member of a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub conn: usize,
+    /// Asked for presence notices (`?presence=1`), under this name.
+    pub presence: Option<Box<str>>,
+}
+
+/// A frame in a room's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Frame {
+    /// Where it ends in the batch (it starts where the previous one ends).
+    pub end: usize,
+    /// Who sent it (`None`: published over HTTP, or a presence notice).
+    pub sender: Option<usize>,
+    /// A presence notice: only for members that asked for them, so plain
+    /// broadcast clients see exactly the messages members sent.
+    pub presence: bool,
+}
+
 #[derive(Debug)]
 pub struct Room {
     pub name: Box<str>,
-    /// Connection keys of the members, in no particular order.
-    pub members: Vec<usize>,
+    /// In no particular order.
+    pub members: Vec<Member>,
     /// This iteration's frames, encoded once, back to back.
     pub batch: Vec<u8>,
-    /// For each frame in `batch`: where it ends, and who sent it (or
-    /// `None` for a message published over HTTP).
-    pub frames: Vec<(usize, Option<usize>)>,
+    pub frames: Vec<Frame>,
 }
 
 #[derive(Debug, Default)]
@@ -41,8 +59,9 @@ pub struct Rooms {
 }
 
 impl Rooms {
-    /// Adds connection `conn` to room `name`, creating the room.
-    pub fn join(&mut self, name: &str, conn: usize) -> RoomId {
+    /// Adds connection `conn` to room `name`, creating the room. With
+    /// `presence`, the member gets join/leave notices (its own join first).
+    pub fn join(&mut self, name: &str, conn: usize, presence: Option<&str>) -> RoomId {
         let id = match self.by_name.get(name) {
             Some(&id) => id,
             None => {
@@ -56,7 +75,11 @@ impl Rooms {
                 id
             }
         };
-        self.rooms[id].members.push(conn);
+        self.rooms[id].members.push(Member {
+            conn,
+            presence: presence.map(Into::into),
+        });
+        self.notify(id, "join", presence);
         id
     }
 
@@ -65,14 +88,41 @@ impl Rooms {
     /// delivering, and this keeps the member list a plain vector.
     pub fn leave(&mut self, room: RoomId, conn: usize) {
         let Some(r) = self.rooms.get_mut(room) else { return };
-        let Some(i) = r.members.iter().position(|&m| m == conn) else {
+        let Some(i) = r.members.iter().position(|m| m.conn == conn) else {
             return;
         };
-        r.members.swap_remove(i);
+        let gone = r.members.swap_remove(i);
         if r.members.is_empty() {
             let r = self.rooms.remove(room);
             self.by_name.remove(&r.name);
+        } else {
+            self.notify(room, "leave", gone.presence.as_deref());
         }
+    }
+
+    /// Queues a presence notice for the members that asked for them:
+    /// `{"type":"presence","event":"join","name":"Alice","members":3}`
+    /// (`name` is null for members that gave none).
+    fn notify(&mut self, room: RoomId, event: &str, name: Option<&str>) {
+        let r = &mut self.rooms[room];
+        if r.members.iter().all(|m| m.presence.is_none()) {
+            return;
+        }
+        // serde_json escapes the name (or writes null).
+        let name = serde_json::to_string(&name).expect("a string serialises");
+        let notice = format!(
+            r#"{{"type":"presence","event":"{event}","name":{name},"members":{}}}"#,
+            r.members.len()
+        );
+        if r.batch.is_empty() {
+            self.dirty.push(room);
+        }
+        frame::write(&mut r.batch, MessageKind::Text.opcode(), notice.as_bytes(), None);
+        r.frames.push(Frame {
+            end: r.batch.len(),
+            sender: None,
+            presence: true,
+        });
     }
 
     pub fn find(&self, name: &str) -> Option<RoomId> {
@@ -115,7 +165,11 @@ impl Rooms {
             self.dirty.push(room);
         }
         frame::write(&mut r.batch, kind.opcode(), payload, None);
-        r.frames.push((r.batch.len(), sender));
+        r.frames.push(Frame {
+            end: r.batch.len(),
+            sender,
+            presence: false,
+        });
         recipients
     }
 
@@ -180,13 +234,19 @@ mod tests {
     #[test]
     fn rooms_come_and_go() {
         let mut rooms = Rooms::default();
-        let a = rooms.join("a", 10);
-        assert_eq!(rooms.join("a", 11), a);
-        let b = rooms.join("b", 12);
+        let a = rooms.join("a", 10, None);
+        assert_eq!(rooms.join("a", 11, None), a);
+        let b = rooms.join("b", 12, None);
         assert_ne!(a, b);
         rooms.leave(a, 10);
         rooms.leave(a, 10); // twice is harmless
-        assert_eq!(rooms.get(a).unwrap().members, [11]);
+        assert_eq!(
+            rooms.get(a).unwrap().members,
+            [Member {
+                conn: 11,
+                presence: None
+            }]
+        );
         rooms.leave(a, 11);
         assert!(rooms.find("a").is_none());
         rooms.leave(a, 11); // so is leaving a room that is gone
@@ -196,15 +256,38 @@ mod tests {
     #[test]
     fn publish_encodes_once_and_counts_recipients() {
         let mut rooms = Rooms::default();
-        let r = rooms.join("r", 1);
-        rooms.join("r", 2);
-        rooms.join("r", 3);
+        let r = rooms.join("r", 1, None);
+        rooms.join("r", 2, None);
+        rooms.join("r", 3, None);
         assert_eq!(rooms.publish(r, Some(1), false, MessageKind::Text, b"hi"), 2);
         assert_eq!(rooms.publish(r, Some(1), true, MessageKind::Text, b"hi"), 3);
         assert_eq!(rooms.publish(r, None, false, MessageKind::Binary, b"x"), 3);
         let room = rooms.get(r).unwrap();
         assert_eq!(room.batch, b"\x81\x02hi\x81\x02hi\x82\x01x");
-        assert_eq!(room.frames, [(4, Some(1)), (8, Some(1)), (11, None)]);
+        let ends: Vec<(usize, Option<usize>)> = room.frames.iter().map(|f| (f.end, f.sender)).collect();
+        assert_eq!(ends, [(4, Some(1)), (8, Some(1)), (11, None)]);
+        assert!(room.frames.iter().all(|f| !f.presence));
         assert_eq!(rooms.take_dirty(), [r]);
+    }
+
+    #[test]
+    fn presence_notices_only_when_someone_asked() {
+        let mut rooms = Rooms::default();
+        let r = rooms.join("r", 1, None);
+        rooms.join("r", 2, None);
+        assert!(rooms.get(r).unwrap().batch.is_empty(), "nobody asked: no notices");
+        rooms.join("r", 3, Some("Zoë \"z\""));
+        rooms.leave(r, 1);
+        let room = rooms.get(r).unwrap();
+        assert!(room.frames.iter().all(|f| f.presence && f.sender.is_none()));
+        let text = String::from_utf8_lossy(&room.batch).into_owned();
+        assert!(
+            text.contains(r#"{"type":"presence","event":"join","name":"Zoë \"z\"","members":3}"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"{"type":"presence","event":"leave","name":null,"members":2}"#),
+            "{text}"
+        );
     }
 }

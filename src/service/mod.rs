@@ -16,8 +16,11 @@ use broadcast::RoomId;
 pub enum Target {
     /// A WebSocket upgrade to echo.
     Echo(Key),
-    /// A WebSocket upgrade joining a broadcast room.
-    Join(Key, String),
+    /// A WebSocket upgrade joining a broadcast room; with `Some(name)`, the
+    /// member asked for presence notices (`?presence=1&name=...`).
+    Join(Key, String, Option<String>),
+    /// `GET /` without an upgrade: the chat page.
+    Page,
     /// `POST /broadcast/{room}`: deliver the body (of this many bytes) to
     /// the room's members.
     Publish {
@@ -72,6 +75,7 @@ pub fn route(req: &Request, config: &Config) -> Result<Target, HttpError> {
         "/metrics" => return get_only(Target::Metrics),
         // `/` echoes too: it is what most benchmark clients and the classic
         // examples connect to.
+        "/" if !req.wants_upgrade() => return get_only(Target::Page),
         "/" | "/echo" => {
             if req.method != Method::Get {
                 return Err(HttpError::new(405, "WebSocket endpoints take GET"));
@@ -90,7 +94,7 @@ pub fn route(req: &Request, config: &Config) -> Result<Target, HttpError> {
         Method::Get => {
             let key = req.websocket_key()?;
             check_origin(req, config)?;
-            Ok(Target::Join(key, room))
+            Ok(Target::Join(key, room, presence(req.query())))
         }
         Method::Post => {
             if let Some(token) = &config.publish_token {
@@ -135,6 +139,34 @@ pub fn route(req: &Request, config: &Config) -> Result<Target, HttpError> {
     }
 }
 
+/// Longest presence name kept, in bytes.
+const MAX_NAME: usize = 64;
+
+/// `presence=1` (and an optional `name=...`) in a join's query string.
+fn presence(query: Option<&str>) -> Option<String> {
+    let mut wanted = false;
+    let mut name = String::new();
+    for pair in query?.split('&') {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "presence" => wanted = v == "1" || v == "true",
+            "name" => {
+                let v = v.replace('+', " ");
+                name = percent_encoding::percent_decode_str(&v)
+                    .decode_utf8_lossy()
+                    .into_owned();
+                let mut cut = name.len().min(MAX_NAME);
+                while !name.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                name.truncate(cut);
+            }
+            _ => {}
+        }
+    }
+    wanted.then_some(name)
+}
+
 /// RFC 6455 §4.2.2 step 4 / §10.2: a server may refuse browsers from
 /// other origins (403). Clients that send no `Origin` (not browsers) are
 /// let through.
@@ -144,6 +176,25 @@ fn check_origin(req: &Request, config: &Config) -> Result<(), HttpError> {
             Err(HttpError::new(403, "origin not allowed"))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn presence_query() {
+        assert_eq!(presence(None), None);
+        assert_eq!(presence(Some("name=x")), None);
+        assert_eq!(presence(Some("presence=1")), Some(String::new()));
+        assert_eq!(presence(Some("presence=1&name=Zo%C3%AB+B")), Some("Zoë B".into()));
+        assert_eq!(
+            presence(Some(&format!("presence=true&name={}", "é".repeat(40))))
+                .unwrap()
+                .len(),
+            64
+        );
     }
 }
 

@@ -133,8 +133,9 @@ impl Frame {
 /// framing is written out here, independently of the crate's codec.
 pub struct Raw {
     pub stream: TcpStream,
-    /// Bytes read but not yet consumed.
+    /// Bytes read; those before `start` are consumed.
     buf: Vec<u8>,
+    start: usize,
 }
 
 pub const REQUEST: &str = "GET /echo HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
@@ -148,6 +149,7 @@ impl Raw {
         Raw {
             stream,
             buf: Vec::new(),
+            start: 0,
         }
     }
 
@@ -180,6 +182,7 @@ impl Raw {
         let mut c = Raw {
             stream,
             buf: Vec::new(),
+            start: 0,
         };
         c.send(REQUEST.replacen("/echo", path, 1).as_bytes());
         assert_eq!(c.read_response().0, 101);
@@ -205,6 +208,8 @@ impl Raw {
     /// Reads an HTTP response head and, if it has a Content-Length, the
     /// body. Returns (status, head, body).
     pub fn read_response(&mut self) -> (u16, String, Vec<u8>) {
+        self.buf.drain(..self.start);
+        self.start = 0;
         let end = loop {
             if let Some(i) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
                 break i + 4;
@@ -242,9 +247,17 @@ impl Raw {
     /// Reads one frame (server frames are unmasked).
     pub fn read_frame(&mut self) -> Frame {
         loop {
-            if let Some((frame, used)) = parse_frame(&self.buf) {
-                self.buf.drain(..used);
+            if let Some((frame, used)) = parse_frame(&self.buf[self.start..]) {
+                self.start += used;
+                if self.start == self.buf.len() {
+                    self.buf.clear();
+                    self.start = 0;
+                }
                 return frame;
+            }
+            if self.start > 0 {
+                self.buf.drain(..self.start);
+                self.start = 0;
             }
             assert!(self.fill() > 0, "EOF while waiting for a frame");
         }
@@ -253,6 +266,8 @@ impl Raw {
     /// Asserts that the server closes the TCP connection (within the
     /// deadline) without sending anything more.
     pub fn expect_eof(&mut self) {
+        self.buf.drain(..self.start);
+        self.start = 0;
         let start = Instant::now();
         while self.fill() > 0 {
             assert!(start.elapsed() < DEADLINE);
