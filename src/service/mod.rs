@@ -179,6 +179,15 @@ fn check_origin(req: &Request, config: &Config) -> Result<(), HttpError> {
     }
 }
 
+/// Hands a complete message to the connection's service.
+pub fn on_message(route: Route, kind: MessageKind, payload: &[u8]) -> Command<'_> {
+    match route {
+        Route::Echo => echo::on_message(kind, payload),
+        Route::Broadcast { room } => Command::Broadcast(room, kind, payload),
+        Route::Detached => Command::None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,14 +204,5 @@ mod tests {
                 .len(),
             64
         );
-    }
-}
-
-/// Hands a complete message to the connection's service.
-pub fn on_message(route: Route, kind: MessageKind, payload: &[u8]) -> Command<'_> {
-    match route {
-        Route::Echo => echo::on_message(kind, payload),
-        Route::Broadcast { room } => Command::Broadcast(room, kind, payload),
-        Route::Detached => Command::None,
     }
 }
