@@ -4,34 +4,15 @@
 //!
 //! This file holds one test on purpose: the counter is process-wide.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-struct Counting;
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 #[test]
 fn steady_state_echo_of_20_byte_messages_allocates_nothing() {
@@ -82,11 +63,11 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
         round_trip(&mut s);
     }
     const N: u64 = 20_000;
-    let before = ALLOCATIONS.load(Relaxed);
+    let before = counting::allocations();
     for _ in 0..N {
         round_trip(&mut s);
     }
-    let allocations = ALLOCATIONS.load(Relaxed) - before;
+    let allocations = counting::allocations() - before;
     println!("{allocations} heap allocations over {N} echoes of 20 bytes");
     assert_eq!(allocations, 0, "steady-state echo must not allocate");
 }

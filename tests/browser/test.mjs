@@ -90,8 +90,8 @@ async function openChat(context, base, name) {
   page.on("pageerror", (e) => page.errors.push(String(e)));
   const res = await page.goto(base + "/", { timeout: WAIT });
   if (!res || res.status() !== 200) throw new Error(`GET / answered ${res?.status()}`);
-  await page.getByLabel("Your name").fill(name, { timeout: WAIT });
-  await page.getByLabel("Room").fill(ROOM, { timeout: WAIT });
+  await page.getByRole("textbox", { name: "Your name" }).fill(name, { timeout: WAIT });
+  await page.getByRole("textbox", { name: "Room", exact: true }).fill(ROOM, { timeout: WAIT });
   await page.getByRole("button", { name: "Join room" }).click({ timeout: WAIT });
   page.who = name;
   return page;
@@ -124,7 +124,7 @@ async function expectReconnecting(page) {
 }
 
 async function send(page, text, { viaButton = false } = {}) {
-  const box = page.getByLabel("Message");
+  const box = page.getByRole("textbox", { name: "Message", exact: true });
   await box.fill(text, { timeout: WAIT });
   if (viaButton) await page.getByRole("button", { name: "Send" }).click({ timeout: WAIT });
   else await box.press("Enter", { timeout: WAIT });
@@ -168,8 +168,8 @@ async function test(browserCtx) {
   await waitFor(alice, '#log li.notice:has-text("Bob joined (2 online)")', "Bob's join notice");
   log("ok - both pages connected, member count 2, join notice shown");
 
-  await send(alice, "Hello from Alice 👋");
-  await expectMessage(bob, "Alice", "Hello from Alice 👋");
+  await send(alice, "Hello from Alice. Grüße!");
+  await expectMessage(bob, "Alice", "Hello from Alice. Grüße!");
   await send(bob, "Hi Alice! Line one\nline two", { viaButton: true });
   await expectMessage(alice, "Bob", "Hi Alice! Line one");
   await send(alice, "Shall we test a restart of the server?");
@@ -190,6 +190,9 @@ async function test(browserCtx) {
   }
   log("ok - both pages show they are disconnected and reconnecting");
 
+  // Stay down a while, so the pages' first retries fail and back off.
+  await new Promise((r) => setTimeout(r, 2000));
+
   // Same address: the pages must find the new daemon by themselves.
   let again = null;
   for (let i = 0; !again; i++) {
@@ -202,6 +205,11 @@ async function test(browserCtx) {
   }
   log(`wsloop restarted on ${again}`);
   await Promise.all([expectConnected(alice, 2), expectConnected(bob, 2)]);
+  for (const p of [alice, bob]) {
+    await waitFor(p, '#log li.notice:has-text("Reconnected.")', "a Reconnected notice");
+    const lost = await p.locator("#log li.notice", { hasText: "Connection lost" }).count();
+    if (lost !== 1) throw new Error(`${p.who}: ${lost} "Connection lost" notices for one outage`);
+  }
   log("ok - both pages reconnected by themselves, member count 2");
 
   await send(bob, "Back again?");
