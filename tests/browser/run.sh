@@ -46,4 +46,12 @@ else
   npm install --no-audit --no-fund --loglevel=error >/dev/null || fail "npm install failed"
 fi
 
-exec node test.mjs "$bin"
+# test.mjs bounds every wait and the whole run (55 s); this is the backstop.
+set +e
+timeout -k 5 90 node test.mjs "$bin"
+rc=$?
+set -e
+if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+  fail "test.mjs did not finish within 90 s"
+fi
+exit "$rc"

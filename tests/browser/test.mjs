@@ -242,7 +242,14 @@ async function test(browserCtx) {
   await waitFor(bob, '#status[data-state="connected"]', "connected state after odd messages");
   log("ok - foreign messages shown as text, markup not interpreted, page still connected");
 
-  for (const p of [alice, bob]) {
+  // Presence: a member leaving (tab closed) is announced with the new count.
+  const bobErrors = bob.errors;
+  await bob.close();
+  await waitFor(alice, '#log li.notice:has-text("Bob left (1 online)")', "Bob's leave notice");
+  await expectConnected(alice, 1);
+  log("ok - a member closing the page is announced as left, member count 1");
+
+  for (const p of [alice, { who: "Bob", errors: bobErrors }]) {
     if (p.errors.length) throw new Error(`${p.who}: uncaught page errors: ${p.errors.join("; ")}`);
   }
 }
