@@ -877,6 +877,7 @@ fn handle_input(conn: &mut Conn, key: usize, core: &mut Core, input: &mut [u8]) 
                 };
                 let req = parser.request();
                 let keep_alive = req.keep_alive();
+                let head_only = req.method == handshake::Method::Head;
                 debug!("#{key}: {:?} {}", req.method, req.target);
                 let target = match service::route(req, &core.config) {
                     Ok(t) => t,
@@ -893,26 +894,14 @@ fn handle_input(conn: &mut Conn, key: usize, core: &mut Core, input: &mut [u8]) 
                         let room = core.rooms.join(&name, key, presence.as_deref());
                         Phase::Open(Session::server(), Route::Broadcast { room })
                     }
-                    Target::Page => {
-                        let page = include_str!("../../web/chat.html").as_bytes();
-                        let head_only = matches!(parser.request().method, handshake::Method::Head);
-                        let body: &[u8] = if head_only { b"" } else { page };
-                        handshake::write_response(
-                            &mut core.wbuf,
-                            200,
-                            "",
-                            "text/html; charset=utf-8",
-                            body,
-                            !keep_alive,
-                        );
-                        if keep_alive {
-                            Phase::Handshake(Box::default())
-                        } else {
-                            Phase::Linger
-                        }
-                    }
-                    Target::Health => {
-                        handshake::write_response(&mut core.wbuf, 200, "", "text/plain", b"ok\n", !keep_alive);
+                    Target::Page | Target::Health => {
+                        let (content_type, body) = match target {
+                            Target::Page => ("text/html; charset=utf-8", include_str!("../../web/chat.html")),
+                            _ => ("text/plain", "ok\n"),
+                        };
+                        // HEAD: the same head, no body (RFC 9110 §9.3.2).
+                        let body = if head_only { "" } else { body };
+                        handshake::write_response(&mut core.wbuf, 200, "", content_type, body.as_bytes(), !keep_alive);
                         if keep_alive {
                             Phase::Handshake(Box::default())
                         } else {
