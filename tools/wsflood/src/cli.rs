@@ -1,0 +1,324 @@
+//! The command line, and the checked [`Plan`] it turns into.
+
+use crate::payload::BCAST_HEADER;
+use crate::target::{self, Target};
+use clap::{Parser, ValueEnum};
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Mode {
+    /// Each connection keeps --inflight messages outstanding and checks
+    /// every echo byte for byte.
+    Echo,
+    /// Connections join one room (URL path /broadcast/ROOM); publishers
+    /// send, everyone counts deliveries, losses, duplicates and reordering.
+    Broadcast,
+    /// Open connections and hold them; with --server-pid, the server's RSS
+    /// per connection.
+    Idle,
+    /// Connect, handshake, one echo, close; again, as fast as possible or at
+    /// --rate cycles per second.
+    Churn,
+}
+
+impl Mode {
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Echo => "echo",
+            Mode::Broadcast => "broadcast",
+            Mode::Idle => "idle",
+            Mode::Churn => "churn",
+        }
+    }
+}
+
+/// Connection-flood and load generator for WebSocket servers (ws:// only).
+///
+/// One mio poll loop per thread, on wsloop's sans-IO protocol core in the
+/// client role. Prints a progress line every second on stderr and a
+/// summary on stdout; exits 1 if any message failed verification
+/// (mismatch, loss, duplication, reordering, protocol violation), 2 on
+/// bad usage, 3 if no connection could be established.
+#[derive(Debug, Parser)]
+#[command(name = "wsflood", version, about, long_about)]
+pub struct Cli {
+    /// What to do (the same as --mode; default echo).
+    #[arg(value_enum, value_name = "MODE")]
+    pub mode_arg: Option<Mode>,
+    /// What to do.
+    #[arg(long, value_enum, conflicts_with = "mode_arg")]
+    pub mode: Option<Mode>,
+    /// Server URL: ws://IP[:PORT][/PATH] (or localhost). Default
+    /// ws://127.0.0.1:9001/echo, or ws://127.0.0.1:9001/broadcast/wsflood
+    /// in broadcast mode.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// Connections to open (churn: connections in flight at once).
+    #[arg(short = 'c', long, default_value_t = 100)]
+    pub connections: usize,
+    /// Worker threads, each with its own poll loop and share of connections.
+    #[arg(short = 't', long, default_value_t = 1)]
+    pub threads: usize,
+    /// New connections per second while ramping up, all threads together
+    /// (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub connect_rate: f64,
+    /// Seconds of load, ramp-up included; teardown adds at most 10 more.
+    #[arg(short = 'd', long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Payload bytes per message.
+    #[arg(short = 's', long, default_value_t = 20)]
+    pub payload_size: usize,
+    /// Several payload sizes, cycled (e.g. 20,1024,16384); overrides
+    /// --payload-size.
+    #[arg(long, value_delimiter = ',')]
+    pub payload_sizes: Vec<usize>,
+    /// Messages per second per connection (broadcast: per publisher; churn:
+    /// cycles per second in all). 0: as fast as possible.
+    #[arg(short = 'r', long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Echo: messages each connection keeps outstanding. Broadcast with
+    /// --expect-self and --rate 0: each publisher's messages not yet
+    /// delivered back to it.
+    #[arg(short = 'k', long, default_value_t = 1)]
+    pub inflight: usize,
+    /// Broadcast: how many connections publish (the others only receive).
+    /// Without --expect-self and with --rate 0, publishers send as fast as
+    /// their sockets take it.
+    #[arg(short = 'p', long, default_value_t = 1)]
+    pub publishers: usize,
+    /// Broadcast: the server delivers each message to its sender too (run it
+    /// with --broadcast-to-sender).
+    #[arg(long)]
+    pub expect_self: bool,
+    /// Broadcast: every connection sends one message per round and starts
+    /// the next round once it has received the whole round (uWebSockets'
+    /// broadcast_test).
+    #[arg(long)]
+    pub all_to_all: bool,
+    /// PID of the server, for its CPU time and (idle) RSS before and after.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Source addresses to spread connections over (bind before connect),
+    /// e.g. 127.0.0.1,127.0.0.2-127.0.0.20.
+    #[arg(long)]
+    pub source_addrs: Option<String>,
+    /// Also write the summary as JSON to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// No progress lines.
+    #[arg(short = 'q', long)]
+    pub quiet: bool,
+    /// Seconds allowed for the TCP connect, and again for the handshake.
+    #[arg(long, default_value_t = 5.0)]
+    pub connect_timeout: f64,
+    /// Most connections connecting or handshaking at once, all threads
+    /// together (keeps a burst within the server's listen backlog: past it,
+    /// SYNs are dropped and retried a second later).
+    #[arg(long, default_value_t = 128)]
+    pub max_pending: usize,
+    /// Allow a target outside 127.0.0.0/8 and ::1.
+    #[arg(long)]
+    pub allow_remote: bool,
+}
+
+/// A checked run description, shared read-only by every thread.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub mode: Mode,
+    pub url: String,
+    pub target: Target,
+    pub connections: usize,
+    pub threads: usize,
+    pub connect_rate: f64,
+    pub duration_ns: u64,
+    pub sizes: Vec<usize>,
+    pub max_size: usize,
+    pub rate: f64,
+    pub inflight: usize,
+    /// Broadcast: publishers are the connections with ids below this (all
+    /// of them in all-to-all mode).
+    pub publishers: usize,
+    pub expect_self: bool,
+    pub all_to_all: bool,
+    pub server_pid: Option<u32>,
+    pub source_addrs: Vec<IpAddr>,
+    pub json: Option<PathBuf>,
+    pub quiet: bool,
+    pub connect_timeout_ns: u64,
+    pub max_pending: usize,
+}
+
+/// Largest payload (the core's default frame and message limit).
+pub const MAX_PAYLOAD: usize = 16 << 20;
+/// Longest run.
+const MAX_DURATION: f64 = 7.0 * 24.0 * 3600.0;
+/// Most memory the broadcast sequence tracking may take.
+const MAX_TRACKING_BYTES: usize = 256 << 20;
+
+fn secs_to_ns(s: f64) -> u64 {
+    (s * 1e9) as u64
+}
+
+impl Cli {
+    pub fn plan(self) -> Result<Plan, String> {
+        let mode = self.mode.or(self.mode_arg).unwrap_or(Mode::Echo);
+        let url = self.url.unwrap_or_else(|| match mode {
+            Mode::Broadcast => "ws://127.0.0.1:9001/broadcast/wsflood".into(),
+            _ => "ws://127.0.0.1:9001/echo".into(),
+        });
+        let target = target::parse_url(&url)?;
+        if !target::is_loopback(target.addr.ip()) && !self.allow_remote {
+            return Err(format!(
+                "{} is not a loopback address; name it with --allow-remote if you mean it",
+                target.addr.ip()
+            ));
+        }
+        if self.connections == 0 {
+            return Err("--connections must be at least 1".into());
+        }
+        if self.threads == 0 {
+            return Err("--threads must be at least 1".into());
+        }
+        let threads = self.threads.min(self.connections);
+        if !(self.duration.is_finite() && self.duration > 0.0 && self.duration <= MAX_DURATION) {
+            return Err("--duration must be a positive number of seconds (at most a week)".into());
+        }
+        for (name, v) in [("--rate", self.rate), ("--connect-rate", self.connect_rate)] {
+            if !(v.is_finite() && v >= 0.0) {
+                return Err(format!("{name} must be a non-negative number"));
+            }
+        }
+        if !(self.connect_timeout.is_finite() && self.connect_timeout > 0.0 && self.connect_timeout <= 3600.0) {
+            return Err("--connect-timeout must be positive (at most an hour)".into());
+        }
+        if self.inflight == 0 || self.inflight > 1 << 16 {
+            return Err("--inflight must be between 1 and 65536".into());
+        }
+        if self.max_pending == 0 {
+            return Err("--max-pending must be at least 1".into());
+        }
+        let sizes = if self.payload_sizes.is_empty() {
+            vec![self.payload_size]
+        } else {
+            self.payload_sizes
+        };
+        if let Some(big) = sizes.iter().find(|&&s| s > MAX_PAYLOAD) {
+            return Err(format!("payload size {big} is over the {MAX_PAYLOAD}-byte limit"));
+        }
+        let max_size = *sizes.iter().max().expect("at least one size");
+        let mut publishers = 0;
+        if mode == Mode::Broadcast {
+            if let Some(small) = sizes.iter().find(|&&s| s < BCAST_HEADER) {
+                return Err(format!(
+                    "broadcast payloads carry a {BCAST_HEADER}-byte header; payload size {small} is too small"
+                ));
+            }
+            publishers = if self.all_to_all {
+                self.connections
+            } else {
+                if self.publishers == 0 || self.publishers > self.connections {
+                    return Err("--publishers must be between 1 and --connections".into());
+                }
+                self.publishers
+            };
+            let tracking = if self.all_to_all {
+                self.connections * 2 * self.connections.div_ceil(64) * 8
+            } else {
+                self.connections.saturating_mul(publishers).saturating_mul(16)
+            };
+            if tracking > MAX_TRACKING_BYTES {
+                return Err(format!(
+                    "tracking {} connections x {publishers} publishers would take {} MiB; use fewer publishers",
+                    self.connections,
+                    tracking >> 20
+                ));
+            }
+        } else if self.all_to_all || self.expect_self {
+            return Err("--all-to-all and --expect-self belong to broadcast mode".into());
+        }
+        let source_addrs = match &self.source_addrs {
+            None => Vec::new(),
+            Some(list) => {
+                let addrs = target::parse_source_addrs(list)?;
+                if let Some(a) = addrs.iter().find(|a| a.is_ipv4() != target.addr.is_ipv4()) {
+                    return Err(format!("source address {a} is not of the target's address family"));
+                }
+                addrs
+            }
+        };
+        Ok(Plan {
+            mode,
+            url,
+            target,
+            connections: self.connections,
+            threads,
+            connect_rate: self.connect_rate,
+            duration_ns: secs_to_ns(self.duration),
+            sizes,
+            max_size,
+            rate: self.rate,
+            inflight: self.inflight,
+            publishers,
+            expect_self: self.expect_self,
+            all_to_all: self.all_to_all,
+            server_pid: self.server_pid,
+            source_addrs,
+            json: self.json,
+            quiet: self.quiet,
+            connect_timeout_ns: secs_to_ns(self.connect_timeout),
+            max_pending: self.max_pending,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(args: &[&str]) -> Result<Plan, String> {
+        let mut all = vec!["wsflood"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all).map_err(|e| e.to_string())?.plan()
+    }
+
+    #[test]
+    fn defaults_and_modes() {
+        let p = plan(&[]).unwrap();
+        assert_eq!(p.mode, Mode::Echo);
+        assert_eq!(p.target.addr, "127.0.0.1:9001".parse().unwrap());
+        assert_eq!((p.connections, p.threads, p.inflight), (100, 1, 1));
+        assert_eq!(p.sizes, vec![20]);
+        let p = plan(&["broadcast", "-c", "10", "-p", "3"]).unwrap();
+        assert_eq!(p.mode, Mode::Broadcast);
+        assert_eq!(p.target.path, "/broadcast/wsflood");
+        assert_eq!(p.publishers, 3);
+        let p = plan(&["--mode", "churn", "--payload-sizes", "1,2,3", "-t", "4", "-c", "2"]).unwrap();
+        assert_eq!((p.mode, p.threads), (Mode::Churn, 2));
+        assert_eq!(p.sizes, vec![1, 2, 3]);
+        let p = plan(&["broadcast", "--all-to-all", "-c", "7", "--expect-self"]).unwrap();
+        assert_eq!(p.publishers, 7);
+    }
+
+    #[test]
+    fn refusals() {
+        for args in [
+            &["echo", "--mode", "idle"][..],
+            &["--url", "ws://10.1.2.3/"],
+            &["--url", "wss://127.0.0.1/"],
+            &["-c", "0"],
+            &["-d", "0"],
+            &["-k", "0"],
+            &["--rate", "-1"],
+            &["--payload-size", "99999999"],
+            &["broadcast", "--payload-size", "8"],
+            &["broadcast", "-c", "2", "-p", "3"],
+            &["echo", "--all-to-all"],
+            &["--source-addrs", "::1"],
+        ] {
+            assert!(plan(args).is_err(), "{args:?}");
+        }
+        assert!(plan(&["--url", "ws://10.1.2.3/", "--allow-remote"]).is_ok());
+    }
+}
