@@ -52,8 +52,13 @@ fn main() -> io::Result<()> {
     wsloop_peers::announce(listener.local_addr()?);
 
     let mut conns: Slab<Conn> = Slab::new();
-    let mut rbuf = vec![0u8; READ_BUFFER];
     let mut wbuf: Vec<u8> = Vec::with_capacity(READ_BUFFER);
+    // The same placement as wsloop's loop (`place_apart` in
+    // src/net/server.rs): the read buffer half a page from the write buffer
+    // modulo 4 KiB, clear of glibc's slow `rep movsb` aliasing case.
+    let mut rstore = vec![0u8; READ_BUFFER + 4096];
+    let off = ((wbuf.as_ptr() as usize + 2048) % 4096 + 4096 - rstore.as_ptr() as usize % 4096) % 4096;
+    let rbuf = &mut rstore[off..off + READ_BUFFER];
     let mut events = Events::with_capacity(1024);
     loop {
         if let Err(e) = poll.poll(&mut events, None) {
@@ -93,7 +98,7 @@ fn main() -> io::Result<()> {
             let key = ev.token().0;
             let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
             let keep = match conns.get_mut(key) {
-                Some(conn) => serve(conn, readable, &mut rbuf, &mut wbuf),
+                Some(conn) => serve(conn, readable, rbuf, &mut wbuf),
                 None => continue,
             };
             if !keep {
