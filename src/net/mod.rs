@@ -6,4 +6,4 @@ mod server;
 pub mod stats;
 mod timers;
 
-pub use server::{Server, CONNECTION_RECORD_BYTES};
+pub use server::{write_some, Server, CONNECTION_RECORD_BYTES};

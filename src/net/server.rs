@@ -782,8 +782,9 @@ fn phase_kind(p: &Phase) -> u8 {
     }
 }
 
-/// Writes as much of `buf` as the socket takes; returns how much.
-fn write_some(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
+/// Writes as much of `buf` as a non-blocking socket takes (retrying short
+/// writes and `EINTR`, stopping at `WouldBlock`); returns how much.
+pub fn write_some<W: Write>(stream: &mut W, buf: &[u8]) -> io::Result<usize> {
     let mut at = 0;
     while at < buf.len() {
         match stream.write(&buf[at..]) {

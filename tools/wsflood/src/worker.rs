@@ -26,11 +26,12 @@ use mio::{Events, Interest, Poll, Token};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use wsloop::net::write_some;
 use wsloop::proto::frame::{self, Decoded};
 use wsloop::proto::handshake::{self, ResponseError, ResponseParser};
 use wsloop::proto::http::{HeadLimits, Progress};
@@ -1359,21 +1360,6 @@ fn whole_frames(buf: &[u8], max_frame: u64) -> usize {
         }
     }
     at
-}
-
-/// Writes as much of `buf` as the socket takes; returns how much.
-fn write_some(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
-    let mut at = 0;
-    while at < buf.len() {
-        match stream.write(&buf[at..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => at += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(at)
 }
 
 enum Failure {
