@@ -310,3 +310,20 @@ fn the_chat_page_is_served_at_the_root() {
     c.send_frame(true, 1, b"echo");
     assert_eq!(c.read_frame().payload, b"echo");
 }
+
+#[test]
+fn a_message_larger_than_the_backpressure_cap_reaches_every_member() {
+    // Default cap 1 MiB; messages may be up to 16 MiB. A big message is not
+    // a reason to call its recipients slow.
+    let d = Daemon::start(&[]);
+    let mut a = Raw::open_path(d.addr, "/broadcast/big");
+    let mut b = Raw::open_path(d.addr, "/broadcast/big");
+    let mut c = Raw::open_path(d.addr, "/broadcast/big");
+    let big: Vec<u8> = (0..1_100_000u32).map(|i| (i % 251) as u8).collect();
+    a.send_frame(true, 2, &big);
+    for r in [&mut b, &mut c] {
+        let f = r.read_frame();
+        assert_eq!(f.opcode, 2, "got {:?}", &f.payload[..f.payload.len().min(20)]);
+        assert!(f.payload == big);
+    }
+}

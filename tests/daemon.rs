@@ -278,3 +278,53 @@ fn out_of_descriptors_pauses_accepting_without_spinning_and_recovers() {
         start.elapsed()
     );
 }
+
+#[test]
+fn pipelined_requests_cannot_grow_server_memory() {
+    let d = Daemon::start(&[]);
+    let before = common::rss(d.pid());
+    // Each ~30-byte request asks for the ~20 KB page: 4,000 of them would be
+    // 80 MB of answers, and the client reads none of them.
+    let burst = "GET / HTTP/1.1\r\nHost: x\r\n\r\n".repeat(4000);
+    let mut clients: Vec<Raw> = (0..5).map(|_| Raw::open_small_rcvbuf_http(d.addr, 4096)).collect();
+    for c in clients.iter_mut() {
+        c.send(burst.as_bytes());
+    }
+    // The server answers until the cap, then closes: reading shows the end.
+    for c in clients.iter_mut() {
+        c.drain_to_eof();
+    }
+    let after = common::rss(d.pid());
+    println!("RSS {} -> {} KiB", before / 1024, after / 1024);
+    assert!(
+        after < before + (16 << 20),
+        "RSS grew by {} KiB",
+        (after - before) / 1024
+    );
+}
+
+#[test]
+fn keep_alive_requests_each_get_a_fresh_handshake_timeout() {
+    let d = Daemon::start(&["--handshake-timeout", "0.5"]);
+    let mut c = Raw::connect(d.addr);
+    let start = Instant::now();
+    // One request every 0.2 s for over twice the timeout, on one connection.
+    while start.elapsed() < Duration::from_millis(1200) {
+        c.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+        assert_eq!(c.read_response().0, 200, "at {:?}", start.elapsed());
+        std::thread::sleep(Duration::from_millis(200)); // pacing, not synchronisation
+    }
+}
+
+#[test]
+fn head_sends_the_get_length_and_no_body() {
+    let d = Daemon::start(&[]);
+    let mut c = Raw::connect(d.addr);
+    c.send(b"HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\nGET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (status, head, _) = c.read_response_head();
+    assert_eq!(status, 200);
+    assert!(head.contains("Content-Length: 3\r\n"), "{head}");
+    // The next bytes are the GET's response, not a body.
+    let (status, _, body) = c.read_response();
+    assert_eq!((status, body.as_slice()), (200, &b"ok\n"[..]));
+}

@@ -110,3 +110,19 @@ fn handshake_and_first_frame_in_one_segment() {
     let f = c.read_frame();
     assert_eq!((f.opcode, f.payload.as_slice()), (2, &b"bird"[..]));
 }
+
+#[test]
+fn bodies_on_anything_but_publish_and_missing_host_are_400() {
+    let d = Daemon::start(&[]);
+    // A body that would otherwise be read as a second request.
+    let smuggle =
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 35\r\n\r\nGET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+    refused(&d, smuggle, 400);
+    refused(
+        &d,
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    );
+    refused(&d, "GET /healthz HTTP/1.1\r\n\r\n", 400);
+    refused(&d, &replace("\r\n\r\n", "\r\nContent-Length: 5\r\n\r\n"), 400);
+}

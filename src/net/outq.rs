@@ -21,14 +21,14 @@ const COALESCE: usize = 16 << 10;
 enum Chunk {
     Owned(Vec<u8>),
     /// `bytes[start..end]` of a buffer shared with other queues.
-    Shared(Rc<[u8]>, u32, u32),
+    Shared(Rc<[u8]>, usize, usize),
 }
 
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
-            Chunk::Shared(rc, s, e) => &rc[*s as usize..*e as usize],
+            Chunk::Shared(rc, s, e) => &rc[*s..*e],
         }
     }
 }
@@ -68,8 +68,7 @@ impl OutQueue {
         if start == end {
             return;
         }
-        self.chunks
-            .push_back(Chunk::Shared(Rc::clone(shared), start as u32, end as u32));
+        self.chunks.push_back(Chunk::Shared(Rc::clone(shared), start, end));
         self.len += end - start;
     }
 

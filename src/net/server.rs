@@ -113,9 +113,9 @@ struct Core {
     wbuf: Vec<u8>,
     /// The loop's clock: milliseconds since start, read once per iteration.
     now: u64,
-    /// A `/metrics` request was read; the loop renders it (it needs every
-    /// connection, which `handle_input` cannot see).
-    metrics_wanted: bool,
+    /// A `/metrics` request was read (`Some(head_only)`); the loop renders
+    /// it (it needs every connection, which `handle_input` cannot see).
+    metrics_wanted: Option<bool>,
 }
 
 /// Something to do to a connection once the loop is not iterating over a
@@ -180,7 +180,7 @@ impl Server {
                 stats: Stats::default(),
                 wbuf: Vec::with_capacity(READ_BUFFER),
                 now: 0,
-                metrics_wanted: false,
+                metrics_wanted: None,
             },
             timers: Timers::default(),
             start: Instant::now(),
@@ -445,9 +445,13 @@ impl Server {
                     if phase_kind(&conn.phase) != before {
                         conn.since = self.core.now;
                     }
-                    if std::mem::take(&mut self.core.metrics_wanted) {
+                    if let Some(head_only) = self.core.metrics_wanted.take() {
                         let body = metrics::render(self);
-                        handshake::write_response(&mut self.core.wbuf, 200, "", metrics::CONTENT_TYPE, &body, true);
+                        let wbuf = &mut self.core.wbuf;
+                        handshake::write_head(wbuf, 200, "", metrics::CONTENT_TYPE, body.len(), true);
+                        if !head_only {
+                            wbuf.extend_from_slice(&body);
+                        }
                     }
                     if !self.flush(key) {
                         return;
@@ -823,7 +827,10 @@ fn deliver(
         if (f.sender == Some(key) && !config.broadcast_to_sender) || (f.presence && !wants_presence) {
             continue;
         }
-        if queued + total + (e - s) > config.max_backpressure {
+        // Slow means a backlog over the cap: a frame always goes onto a
+        // queue that is under it, however large the frame (a message up to
+        // --max-message-size is not a slow consumer's fault).
+        if queued + total > config.max_backpressure {
             match config.slow_consumer {
                 SlowConsumer::Close => return Some(Deferred::SlowConsumer),
                 SlowConsumer::Drop => {
@@ -895,6 +902,8 @@ fn deliver(
 /// `core.wbuf`.
 fn handle_input(conn: &mut Conn, key: usize, core: &mut Core, input: &mut [u8]) {
     let mut input = input;
+    // Output goes to `core.wbuf` here; the queue does not change.
+    let queued = conn.queued();
     loop {
         match &mut conn.phase {
             Phase::Handshake(parser) => {
@@ -904,7 +913,11 @@ fn handle_input(conn: &mut Conn, key: usize, core: &mut Core, input: &mut [u8]) 
                     Err(e) => return reject(conn, core, e),
                 };
                 let req = parser.request();
-                let keep_alive = req.keep_alive();
+                // Pipelined requests are answered while their output is
+                // under the backpressure cap; the one that passes it closes
+                // the connection, so a client that sends many requests and
+                // reads nothing cannot grow our memory.
+                let keep_alive = req.keep_alive() && core.wbuf.len() + queued < core.config.max_backpressure;
                 let head_only = req.method == handshake::Method::Head;
                 debug!("#{key}: {:?} {}", req.method, req.target);
                 let target = match service::route(req, &core.config) {
@@ -927,10 +940,13 @@ fn handle_input(conn: &mut Conn, key: usize, core: &mut Core, input: &mut [u8]) 
                             Target::Page => ("text/html; charset=utf-8", include_str!("../../web/chat.html")),
                             _ => ("text/plain", "ok\n"),
                         };
-                        // HEAD: the same head, no body (RFC 9110 §9.3.2).
-                        let body = if head_only { "" } else { body };
-                        handshake::write_response(&mut core.wbuf, 200, "", content_type, body.as_bytes(), !keep_alive);
+                        let body = body.as_bytes();
+                        handshake::write_head(&mut core.wbuf, 200, "", content_type, body.len(), !keep_alive);
+                        if !head_only {
+                            core.wbuf.extend_from_slice(body);
+                        }
                         if keep_alive {
+                            conn.since = core.now; // the next request's handshake timeout
                             Phase::Handshake(Box::default())
                         } else {
                             Phase::Linger
@@ -940,7 +956,7 @@ fn handle_input(conn: &mut Conn, key: usize, core: &mut Core, input: &mut [u8]) 
                         // Rendered by the loop, which sees every connection;
                         // the response closes the connection, so nothing
                         // after it needs handling.
-                        core.metrics_wanted = true;
+                        core.metrics_wanted = Some(head_only);
                         conn.phase = Phase::Linger;
                         return;
                     }
@@ -986,6 +1002,7 @@ fn handle_input(conn: &mut Conn, key: usize, core: &mut Core, input: &mut [u8]) 
                     !p.keep_alive,
                 );
                 conn.phase = if p.keep_alive {
+                    conn.since = core.now; // the next request's handshake timeout
                     Phase::Handshake(Box::default())
                 } else {
                     Phase::Linger

@@ -320,8 +320,20 @@ pub fn write_accept(out: &mut Vec<u8>, key: &[u8]) {
     out.extend_from_slice(b"\r\n\r\n");
 }
 
-/// Appends a complete plain-text HTTP response to `out`. `extra_headers`
+/// Appends the head of an HTTP response announcing a body of `len` bytes
+/// (alone, it answers a HEAD request: RFC 9110 §9.3.2). `extra_headers`
 /// are full lines, each ending in CRLF.
+pub fn write_head(out: &mut Vec<u8>, status: u16, extra_headers: &str, content_type: &str, len: usize, close: bool) {
+    use std::io::Write as _;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {len}\r\n{}{extra_headers}\r\n",
+        http::status_text(status),
+        if close { "Connection: close\r\n" } else { "" },
+    );
+}
+
+/// Appends a complete HTTP response to `out`.
 pub fn write_response(
     out: &mut Vec<u8>,
     status: u16,
@@ -330,14 +342,7 @@ pub fn write_response(
     body: &[u8],
     close: bool,
 ) {
-    use std::io::Write as _;
-    let _ = write!(
-        out,
-        "HTTP/1.1 {status} {}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n{}{extra_headers}\r\n",
-        http::status_text(status),
-        body.len(),
-        if close { "Connection: close\r\n" } else { "" },
-    );
+    write_head(out, status, extra_headers, content_type, body.len(), close);
     out.extend_from_slice(body);
 }
 

@@ -63,6 +63,18 @@ pub enum Command<'a> {
 /// the path does not take; then the checks of the request itself.
 pub fn route(req: &Request, config: &Config) -> Result<Target, HttpError> {
     let path = req.path();
+    // Only a publish has a body. A body on anything else would be read as
+    // the next request on this connection (request smuggling through a
+    // proxy that reuses connections): refuse it.
+    let has_body = req.transfer_encoding || req.content_length.is_some_and(|n| n > 0);
+    if has_body && !(req.method == Method::Post && path.starts_with("/broadcast")) {
+        return Err(HttpError::bad("unexpected request body"));
+    }
+    // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
+    // code to any HTTP/1.1 request message that lacks a Host header field."
+    if req.minor_version >= 1 && !req.host {
+        return Err(HttpError::bad("missing Host header"));
+    }
     let get_only = |target| {
         if matches!(req.method, Method::Get | Method::Head) {
             Ok(target)

@@ -205,9 +205,41 @@ impl Raw {
         }
     }
 
+    /// Connects with a small receive buffer, for plain HTTP.
+    pub fn open_small_rcvbuf_http(addr: SocketAddr, rcvbuf: usize) -> Raw {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        socket.set_recv_buffer_size(rcvbuf).unwrap();
+        socket.connect(&addr.into()).unwrap();
+        let stream: TcpStream = socket.into();
+        stream.set_read_timeout(Some(DEADLINE)).unwrap();
+        Raw {
+            stream,
+            buf: Vec::new(),
+            start: 0,
+        }
+    }
+
+    /// Reads and discards until the server closes (within the deadline).
+    pub fn drain_to_eof(&mut self) {
+        let start = Instant::now();
+        while self.fill() > 0 {
+            assert!(start.elapsed() < DEADLINE, "no EOF");
+            self.buf.clear();
+        }
+    }
+
+    /// Reads an HTTP response head only (for HEAD requests).
+    pub fn read_response_head(&mut self) -> (u16, String, Vec<u8>) {
+        self.read_response_with(false)
+    }
+
     /// Reads an HTTP response head and, if it has a Content-Length, the
     /// body. Returns (status, head, body).
     pub fn read_response(&mut self) -> (u16, String, Vec<u8>) {
+        self.read_response_with(true)
+    }
+
+    fn read_response_with(&mut self, with_body: bool) -> (u16, String, Vec<u8>) {
         self.buf.drain(..self.start);
         self.start = 0;
         let end = loop {
@@ -231,6 +263,7 @@ impl Raw {
                     .map(|v| v.trim().parse::<usize>().unwrap())
             })
             .unwrap_or(0);
+        let len = if with_body { len } else { 0 };
         while self.buf.len() < len {
             assert!(self.fill() > 0, "EOF inside a response body");
         }
