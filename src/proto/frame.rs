@@ -195,6 +195,20 @@ pub fn write(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], mask: Option<[u8
 mod tests {
     use super::*;
 
+    /// `Complete` for a header with no reserved bits.
+    fn complete(fin: bool, opcode: u8, mask: Option<[u8; 4]>, len: u64, used: usize) -> Decoded {
+        Decoded::Complete(
+            Header {
+                fin,
+                rsv: 0,
+                opcode,
+                mask,
+                len,
+            },
+            used,
+        )
+    }
+
     /// Decodes `bytes` fed as growing prefixes: every proper prefix must be
     /// Partial, and the whole must give `expect`.
     fn decode_every_prefix(bytes: &[u8]) -> Result<Decoded, HeaderError> {
@@ -211,93 +225,21 @@ mod tests {
     fn rfc_5_7_examples() {
         // "A single-frame unmasked text message": 0x81 0x05 "Hello"
         let d = decode_every_prefix(&[0x81, 0x05]).unwrap();
-        assert_eq!(
-            d,
-            Decoded::Complete(
-                Header {
-                    fin: true,
-                    rsv: 0,
-                    opcode: 1,
-                    mask: None,
-                    len: 5
-                },
-                2
-            )
-        );
+        assert_eq!(d, complete(true, 1, None, 5, 2));
         // "A single-frame masked text message"
         let d = decode_every_prefix(&[0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d]).unwrap();
-        assert_eq!(
-            d,
-            Decoded::Complete(
-                Header {
-                    fin: true,
-                    rsv: 0,
-                    opcode: 1,
-                    mask: Some([0x37, 0xfa, 0x21, 0x3d]),
-                    len: 5
-                },
-                6
-            )
-        );
+        assert_eq!(d, complete(true, 1, Some([0x37, 0xfa, 0x21, 0x3d]), 5, 6));
         // "A fragmented unmasked text message": 0x01 0x03 "Hel", 0x80 0x02 "lo"
         let d = decode_every_prefix(&[0x01, 0x03]).unwrap();
-        assert_eq!(
-            d,
-            Decoded::Complete(
-                Header {
-                    fin: false,
-                    rsv: 0,
-                    opcode: 1,
-                    mask: None,
-                    len: 3
-                },
-                2
-            )
-        );
+        assert_eq!(d, complete(false, 1, None, 3, 2));
         let d = decode_every_prefix(&[0x80, 0x02]).unwrap();
-        assert_eq!(
-            d,
-            Decoded::Complete(
-                Header {
-                    fin: true,
-                    rsv: 0,
-                    opcode: 0,
-                    mask: None,
-                    len: 2
-                },
-                2
-            )
-        );
+        assert_eq!(d, complete(true, 0, None, 2, 2));
         // "256 bytes binary message in a single unmasked frame": 0x82 0x7E 0x0100
         let d = decode_every_prefix(&[0x82, 0x7E, 0x01, 0x00]).unwrap();
-        assert_eq!(
-            d,
-            Decoded::Complete(
-                Header {
-                    fin: true,
-                    rsv: 0,
-                    opcode: 2,
-                    mask: None,
-                    len: 256
-                },
-                4
-            )
-        );
+        assert_eq!(d, complete(true, 2, None, 256, 4));
         // "64KiB binary message in a single unmasked frame": 0x82 0x7F 0x0000000000010000
         let d = decode_every_prefix(&[0x82, 0x7F, 0, 0, 0, 0, 0, 1, 0, 0]).unwrap();
-        assert_eq!(
-            d,
-            Decoded::Complete(
-                Header {
-                    fin: true,
-                    rsv: 0,
-                    opcode: 2,
-                    mask: None,
-                    len: 65536
-                },
-                10
-            )
-        );
+        assert_eq!(d, complete(true, 2, None, 65536, 10));
     }
 
     #[test]
@@ -316,19 +258,7 @@ mod tests {
                 for op in [Opcode::Text, Opcode::Binary, Opcode::Ping, Opcode::Close] {
                     let e = encode(true, op, len, mask);
                     let d = decode_every_prefix(e.as_slice()).unwrap();
-                    assert_eq!(
-                        d,
-                        Decoded::Complete(
-                            Header {
-                                fin: true,
-                                rsv: 0,
-                                opcode: op as u8,
-                                mask,
-                                len
-                            },
-                            e.as_slice().len()
-                        )
-                    );
+                    assert_eq!(d, complete(true, op as u8, mask, len, e.as_slice().len()));
                 }
             }
         }
