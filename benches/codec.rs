@@ -272,11 +272,11 @@ impl EchoCase {
         self.out.truncate(self.out_at);
         let out = &mut self.out;
         let mut pos = 0;
-        match session.poll(limits, input, &mut pos, out) {
+        match session.handle_input(limits, input, &mut pos, out) {
             Ok(Some(Event::Message(kind, msg))) => frame::write(out, kind.opcode(), msg, None),
             other => panic!("unexpected {other:?}"),
         }
-        match session.poll(limits, input, &mut pos, out) {
+        match session.handle_input(limits, input, &mut pos, out) {
             Ok(None) => out.len() - self.out_at,
             other => panic!("unexpected {other:?}"),
         }

@@ -1,6 +1,8 @@
 //! Every setting and limit of the daemon, with its default, in one place.
-//! The command line (`src/main.rs`) maps onto [`Config`] field by field.
+//! The command line (`src/main.rs`) fills a [`Config`]; each flag documents
+//! its default, which is the constant here.
 
+use crate::proto::conn::Settings;
 use crate::proto::http::HeadLimits;
 use crate::proto::Limits;
 use std::net::SocketAddr;
@@ -91,6 +93,21 @@ impl Default for Config {
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+        }
+    }
+}
+
+impl Config {
+    /// What every connection's protocol state machine needs to know.
+    pub fn settings(&self) -> Settings {
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        Settings {
+            limits: self.limits,
+            head: self.head,
+            handshake_timeout: ms(self.handshake_timeout),
+            ping_interval: ms(self.ping_interval),
+            idle_timeout: ms(self.idle_timeout),
+            close_timeout: ms(self.close_timeout),
         }
     }
 }

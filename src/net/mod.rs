@@ -1,9 +1,24 @@
-//! The poll loop: the only code that touches sockets and `mio`.
+//! The poll loop: the only code that touches sockets.
+//!
+//! - [`server`]: `mio`, the listener, accepting, signals, the loop itself.
+//! - `hub`: the connections and what they share; dispatch of readiness to
+//!   them and of their events to the service. Generic over the transport,
+//!   so that `tests` drive it without sockets on a virtual clock.
+//! - `conn`: one connection's record and its writes.
+//! - `fanout`: room delivery.
+//! - `outq`, `timers`, `transport`: the queue of unsent output, the deadline
+//!   heap, and what a connection's bytes travel over.
 
-mod metrics;
+mod conn;
+mod fanout;
+mod hub;
 mod outq;
 mod server;
-pub mod stats;
 mod timers;
+mod transport;
 
-pub use server::{write_some, Server, CONNECTION_RECORD_BYTES};
+#[cfg(test)]
+mod tests;
+
+pub use conn::write_some;
+pub use server::{Server, CONNECTION_RECORD_BYTES};

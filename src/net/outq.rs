@@ -40,6 +40,10 @@ pub struct OutQueue {
     front_sent: usize,
     /// Unsent bytes in all.
     len: usize,
+    /// The connection's input is not read while this is set: its peer is
+    /// not reading what we send. Set past the backpressure cap; cleared at
+    /// half the cap, or with the queue once it empties.
+    pub paused: bool,
 }
 
 impl OutQueue {

@@ -1,7 +1,7 @@
 //! The WebSocket connection after the handshake: frames in, events out.
 //!
 //! [`Session`] is a deterministic state machine. The caller owns every
-//! buffer: it hands in whatever bytes arrived (`poll`), gets [`Event`]s
+//! buffer: it hands in whatever bytes arrived (`handle_input`), gets [`Event`]s
 //! back one at a time, and collects the bytes to send in an output `Vec`.
 //! Nothing here reads a socket or a clock, so every rule below is tested by
 //! feeding bytes, split at every offset, in `tests`.
@@ -12,7 +12,7 @@
 //! session's own, which is freed once the message is delivered.
 //!
 //! Failing the connection (§7.1.7) queues a Close frame with the status code
-//! that says why, returns [`ProtocolError`], and makes every later `poll`
+//! that says why, returns [`ProtocolError`], and makes every later `handle_input`
 //! return `Ok(None)` without looking at its input.
 
 use super::close::{self, code};
@@ -76,6 +76,29 @@ pub enum Event<'a> {
     Closed { code: Option<u16>, reason: &'a str },
 }
 
+/// Where the payload of a [`Received`] item lies: in the caller's input,
+/// or in one of the session's buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload {
+    /// `input[start..end]` of the input it arrived in.
+    Input(usize, usize),
+    /// The buffer of a message gathered across inputs or frames.
+    Gathered,
+    /// The buffer of a control frame split across inputs.
+    Control,
+}
+
+/// An [`Event`] whose payload is given by location: what
+/// [`Session::receive`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    Message(MessageKind, Payload),
+    Ping(Payload),
+    Pong(Payload),
+    /// The peer's Close, with its code and its whole body.
+    Closed(Option<u16>, Payload),
+}
+
 /// Why we failed the connection; a Close with `code` has been queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProtocolError {
@@ -117,7 +140,8 @@ struct Partial {
     control: Vec<u8>,
 }
 
-/// One WebSocket connection's protocol state. About 56 bytes when idle.
+/// One WebSocket connection's protocol state: 64 bytes (a test holds it
+/// to that), plus buffers only while a message or control frame is split.
 #[derive(Debug)]
 pub struct Session {
     role: Role,
@@ -137,7 +161,7 @@ pub struct Session {
     message_len: u64,
     utf8: Utf8Validator,
     /// The partial buffers were handed out in the last event: empty them on
-    /// the next poll.
+    /// the next call.
     delivered: bool,
     /// Client role: state of the generator for outgoing masking keys.
     mask_seed: u32,
@@ -179,10 +203,6 @@ impl Session {
         }
     }
 
-    pub fn role(&self) -> Role {
-        self.role
-    }
-
     /// Whether data may still be sent (no Close sent or received).
     pub fn is_open(&self) -> bool {
         self.state == State::Open
@@ -205,13 +225,27 @@ impl Session {
     /// an event or needs more bytes (`Ok(None)`, with `*pos == input.len()`).
     /// Payload bytes are unmasked in place. Replies the protocol requires
     /// (Pong, Close) are appended to `out`.
-    pub fn poll<'b>(
+    pub fn handle_input<'b>(
         &'b mut self,
         limits: &Limits,
         input: &'b mut [u8],
         pos: &mut usize,
         out: &mut Vec<u8>,
     ) -> Result<Option<Event<'b>>, ProtocolError> {
+        let received = self.receive(limits, input, pos, out)?;
+        Ok(received.map(|r| self.event(r, input)))
+    }
+
+    /// [`handle_input`](Self::handle_input) with the payload given by where
+    /// it lies rather than borrowed, so that a caller can loop over items
+    /// and keep only the one it hands on (see [`Session::event`]).
+    pub fn receive(
+        &mut self,
+        limits: &Limits,
+        input: &mut [u8],
+        pos: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Received>, ProtocolError> {
         if self.delivered {
             self.delivered = false;
             if let Some(p) = &mut self.partial {
@@ -236,76 +270,114 @@ impl Session {
                     }
                 }
                 Rx::Payload => {
-                    let avail = (input.len() - *pos).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
-                    if avail == 0 && self.remaining > 0 {
+                    if let Some(r) = self.read_payload(input, pos, out)? {
+                        return Ok(Some(r));
+                    }
+                    if self.rx == Rx::Payload {
                         return Ok(None);
                     }
-                    let range = *pos..*pos + avail;
-                    *pos += avail;
-                    if let Some(key) = self.frame_mask {
-                        self.mask_offset = mask::apply(&mut input[range.clone()], key, self.mask_offset as usize) as u8;
-                    }
-                    self.remaining -= avail as u64;
-                    let done = self.remaining == 0;
-                    if done {
-                        self.rx = Rx::Header;
-                    }
-                    // Slices handed out in events are taken only in `return`
-                    // statements, so each borrow of `input` or `self` for 'b
-                    // ends the loop.
-                    if self.frame_opcode.is_control() {
-                        let split = !done || self.partial.as_ref().is_some_and(|p| !p.control.is_empty());
-                        if split {
-                            let p = self.partial.get_or_insert_with(Box::default);
-                            p.control.extend_from_slice(&input[range.clone()]);
-                            if !done {
-                                continue;
-                            }
-                        }
-                        self.delivered = true;
-                        let payload: &[u8] = match &self.partial {
-                            Some(p) if split => &p.control,
-                            _ => &input[range],
-                        };
-                        return on_control(
-                            self.role,
-                            &mut self.state,
-                            &mut self.mask_seed,
-                            self.frame_opcode,
-                            payload,
-                            out,
-                        );
-                    }
-                    // A data frame's payload.
-                    let kind = self.message.expect("a data frame always belongs to a message");
-                    if kind == MessageKind::Text && self.utf8.feed(&input[range.clone()]).is_err() {
-                        // §8.1, failing fast: the first invalid byte ends it,
-                        // even mid-frame or mid-message.
-                        return Err(self.fail(code::INVALID_PAYLOAD, "invalid UTF-8 in text message", out));
-                    }
-                    let last = done && self.frame_fin;
-                    if last && kind == MessageKind::Text && self.utf8.finish().is_err() {
-                        return Err(self.fail(code::INVALID_PAYLOAD, "text message ends inside a code point", out));
-                    }
-                    let gathered = self.partial.as_ref().is_some_and(|p| !p.message.is_empty());
-                    if last && !gathered {
-                        // The whole message is in this input: no copy.
-                        self.message = None;
-                        self.message_len = 0;
-                        return Ok(Some(Event::Message(kind, &input[range])));
-                    }
-                    if avail > 0 {
-                        let p = self.partial.get_or_insert_with(Box::default);
-                        p.message.extend_from_slice(&input[range]);
-                    }
-                    if last {
-                        self.message = None;
-                        self.message_len = 0;
-                        self.delivered = true;
-                        let p = self.partial.as_ref().expect("a gathered message has a buffer");
-                        return Ok(Some(Event::Message(kind, &p.message)));
-                    }
                 }
+            }
+        }
+    }
+
+    /// Reads what the input holds of the current frame's payload; returns
+    /// an item if the frame completed one.
+    fn read_payload(
+        &mut self,
+        input: &mut [u8],
+        pos: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Received>, ProtocolError> {
+        let avail = (input.len() - *pos).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let (start, end) = (*pos, *pos + avail);
+        *pos = end;
+        if let Some(key) = self.frame_mask {
+            self.mask_offset = mask::apply(&mut input[start..end], key, self.mask_offset as usize) as u8;
+        }
+        self.remaining -= avail as u64;
+        let done = self.remaining == 0;
+        if done {
+            self.rx = Rx::Header;
+        }
+        if self.frame_opcode.is_control() {
+            let split = !done || self.partial.as_ref().is_some_and(|p| !p.control.is_empty());
+            if split {
+                let p = self.partial.get_or_insert_with(Box::default);
+                p.control.extend_from_slice(&input[start..end]);
+                if !done {
+                    return Ok(None);
+                }
+            }
+            self.delivered = true;
+            let (at, payload): (Payload, &[u8]) = match &self.partial {
+                Some(p) if split => (Payload::Control, &p.control),
+                _ => (Payload::Input(start, end), &input[start..end]),
+            };
+            return on_control(
+                self.role,
+                &mut self.state,
+                &mut self.mask_seed,
+                self.frame_opcode,
+                payload,
+                at,
+                out,
+            );
+        }
+        // A data frame's payload.
+        let kind = self.message.expect("a data frame always belongs to a message");
+        if kind == MessageKind::Text && self.utf8.feed(&input[start..end]).is_err() {
+            // §8.1, failing fast: the first invalid byte ends it, even
+            // mid-frame or mid-message.
+            return Err(self.fail(code::INVALID_PAYLOAD, "invalid UTF-8 in text message", out));
+        }
+        let last = done && self.frame_fin;
+        if last && kind == MessageKind::Text && self.utf8.finish().is_err() {
+            return Err(self.fail(code::INVALID_PAYLOAD, "text message ends inside a code point", out));
+        }
+        let gathered = self.partial.as_ref().is_some_and(|p| !p.message.is_empty());
+        if last && !gathered {
+            // The whole message is in this input: no copy.
+            self.message = None;
+            self.message_len = 0;
+            return Ok(Some(Received::Message(kind, Payload::Input(start, end))));
+        }
+        if avail > 0 {
+            let p = self.partial.get_or_insert_with(Box::default);
+            p.message.extend_from_slice(&input[start..end]);
+        }
+        if !last {
+            return Ok(None);
+        }
+        self.message = None;
+        self.message_len = 0;
+        self.delivered = true;
+        Ok(Some(Received::Message(kind, Payload::Gathered)))
+    }
+
+    /// The bytes of a payload that [`receive`](Self::receive) located, given
+    /// the input it was called with.
+    pub fn payload<'b>(&'b self, at: Payload, input: &'b [u8]) -> &'b [u8] {
+        match (at, &self.partial) {
+            (Payload::Input(s, e), _) => &input[s..e],
+            (Payload::Gathered, Some(p)) => &p.message,
+            (Payload::Control, Some(p)) => &p.control,
+            (_, None) => &[],
+        }
+    }
+
+    /// The [`Event`] for an item that [`receive`](Self::receive) returned.
+    pub fn event<'b>(&'b self, r: Received, input: &'b [u8]) -> Event<'b> {
+        match r {
+            Received::Message(kind, at) => Event::Message(kind, self.payload(at, input)),
+            Received::Ping(at) => Event::Ping(self.payload(at, input)),
+            Received::Pong(at) => Event::Pong(self.payload(at, input)),
+            Received::Closed(code, at) => {
+                // The body was checked by `close::parse_body`: the reason is
+                // valid UTF-8 after the two code bytes.
+                let body = self.payload(at, input);
+                let reason = body.get(2..).and_then(|r| core::str::from_utf8(r).ok()).unwrap_or("");
+                Event::Closed { code, reason }
             }
         }
     }
@@ -476,14 +548,15 @@ impl Session {
 
 /// The control frame handler (§5.5), on fields split off from the session
 /// so that the payload may borrow the session's control buffer.
-fn on_control<'b>(
+fn on_control(
     role: Role,
     state: &mut State,
     mask_seed: &mut u32,
     opcode: Opcode,
-    payload: &'b [u8],
+    payload: &[u8],
+    at: Payload,
     out: &mut Vec<u8>,
-) -> Result<Option<Event<'b>>, ProtocolError> {
+) -> Result<Option<Received>, ProtocolError> {
     match opcode {
         Opcode::Ping => {
             // §5.5.2: "Upon receipt of a Ping frame, an endpoint MUST send a
@@ -493,11 +566,11 @@ fn on_control<'b>(
                 let mask = next_mask(role, mask_seed);
                 frame::write(out, Opcode::Pong, payload, mask);
             }
-            Ok(Some(Event::Ping(payload)))
+            Ok(Some(Received::Ping(at)))
         }
-        Opcode::Pong => Ok(Some(Event::Pong(payload))),
+        Opcode::Pong => Ok(Some(Received::Pong(at))),
         Opcode::Close => match close::parse_body(payload) {
-            Ok((code, reason)) => {
+            Ok((code, _)) => {
                 // §5.5.1: "If an endpoint receives a Close frame and did not
                 // previously send a Close frame, the endpoint MUST send a
                 // Close frame in response. [...] typically echos the status
@@ -506,7 +579,7 @@ fn on_control<'b>(
                     write_close(role, mask_seed, code, "", out);
                 }
                 *state = State::Closed;
-                Ok(Some(Event::Closed { code, reason }))
+                Ok(Some(Received::Closed(code, at)))
             }
             Err(bad) => {
                 if *state == State::Open {

@@ -1,19 +1,25 @@
 //! What the server does with requests and messages. Services never touch
-//! sockets: the loop asks them where a request goes and what a message
-//! means, and applies the answer.
+//! sockets: the loop hands them each request head, request body and
+//! message, and applies the answer ([`Reply`], [`Command`]).
 
 pub mod broadcast;
 pub mod echo;
+pub mod metrics;
 
 use crate::config::Config;
 use crate::proto::handshake::{Key, Method, Request};
 use crate::proto::http::HttpError;
 use crate::proto::MessageKind;
-use broadcast::RoomId;
+use broadcast::{RoomId, Rooms};
+use metrics::Stats;
+use std::borrow::Cow;
+
+/// The chat page served at `GET /`.
+const CHAT_PAGE: &str = include_str!("../../web/chat.html");
 
 /// What a request head asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// A WebSocket upgrade to echo.
     Echo(Key),
     /// A WebSocket upgrade joining a broadcast room; with `Some(name)`, the
@@ -37,13 +43,36 @@ pub enum Target {
 /// The service an open WebSocket connection belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Route {
+    /// None (yet, or any more: a closing connection leaves its room).
+    None,
     Echo,
-    /// Member of `room`.
-    Broadcast {
-        room: RoomId,
-    },
-    /// Was a room member; left it because the connection is closing.
-    Detached,
+    /// Member of this room.
+    Room(RoomId),
+}
+
+/// The answer to a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reply {
+    /// Complete the WebSocket handshake; the connection then belongs to
+    /// this route.
+    Upgrade(Route),
+    /// A complete response.
+    Respond(Page),
+    /// Read a body of this many bytes and hand it to [`Service::on_body`].
+    ReadBody(usize),
+    /// Refuse the request with this error.
+    Refuse(HttpError),
+    /// The metrics page: only the loop can take the snapshot it renders
+    /// ([`metrics::render`]).
+    Metrics,
+}
+
+/// A plain HTTP response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Page {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Cow<'static, [u8]>,
 }
 
 /// What the loop should do in answer to a message.
@@ -52,16 +81,110 @@ pub enum Command<'a> {
     None,
     /// Send this message back to the sender.
     Send(MessageKind, &'a [u8]),
-    /// Deliver this message to the room.
-    Broadcast(RoomId, MessageKind, &'a [u8]),
-    /// Start the closing handshake with this code and reason.
-    Close(u16, &'static str),
+}
+
+/// The state of every service: rooms and the counters.
+#[derive(Debug, Default)]
+pub struct Service {
+    pub rooms: Rooms,
+    pub stats: Stats,
+}
+
+impl Service {
+    /// Answers a request head from connection `key`. A WebSocket that joins
+    /// a room is a member from here on.
+    pub fn on_request(&mut self, key: usize, req: &Request, config: &Config) -> Reply {
+        let target = match route(req, config) {
+            Ok(t) => t,
+            Err(e) => return Reply::Refuse(e),
+        };
+        match target {
+            Target::Echo(_) => Reply::Upgrade(Route::Echo),
+            Target::Join(_, name, presence) => {
+                let room = self.rooms.join(&name, key, presence.as_deref());
+                Reply::Upgrade(Route::Room(room))
+            }
+            Target::Page => Reply::Respond(Page {
+                status: 200,
+                content_type: "text/html; charset=utf-8",
+                body: Cow::Borrowed(CHAT_PAGE.as_bytes()),
+            }),
+            Target::Health => Reply::Respond(Page {
+                status: 200,
+                content_type: "text/plain",
+                body: Cow::Borrowed(b"ok\n"),
+            }),
+            Target::Metrics => Reply::Metrics,
+            Target::Publish { len, .. } => Reply::ReadBody(len),
+        }
+    }
+
+    /// Answers a request body (an HTTP publish).
+    pub fn on_body(&mut self, req: &Request, body: &[u8], config: &Config) -> Reply {
+        let Ok(Target::Publish { room, kind, .. }) = route(req, config) else {
+            return Reply::Refuse(HttpError::new(500, "body without a publish"));
+        };
+        let valid_text = std::str::from_utf8(body).is_ok();
+        let kind = kind.unwrap_or(if valid_text {
+            MessageKind::Text
+        } else {
+            MessageKind::Binary
+        });
+        if kind == MessageKind::Text && !valid_text {
+            return Reply::Refuse(HttpError::bad("text body is not UTF-8"));
+        }
+        let recipients = match self.rooms.find(&room) {
+            Some(id) => self.rooms.publish(id, None, false, kind, body),
+            None => 0,
+        };
+        self.stats.http_publishes += 1;
+        self.stats.broadcasts += 1;
+        self.stats.deliveries += recipients as u64;
+        Reply::Respond(Page {
+            status: 202,
+            content_type: "application/json",
+            body: Cow::Owned(format!("{{\"recipients\":{recipients}}}\n").into_bytes()),
+        })
+    }
+
+    /// Hands a complete message from connection `key` to its service.
+    pub fn on_message<'p>(
+        &mut self,
+        key: usize,
+        route: Route,
+        kind: MessageKind,
+        payload: &'p [u8],
+        config: &Config,
+    ) -> Command<'p> {
+        self.stats.messages_in += 1;
+        self.stats.bytes_in += payload.len() as u64;
+        match route {
+            Route::Echo => echo::on_message(kind, payload),
+            Route::Room(room) => {
+                let to_sender = config.broadcast_to_sender;
+                let n = self.rooms.publish(room, Some(key), to_sender, kind, payload);
+                self.stats.broadcasts += 1;
+                self.stats.deliveries += n as u64;
+                Command::None
+            }
+            Route::None => Command::None,
+        }
+    }
+
+    /// Connection `key` stops taking part in its route (it is closing or
+    /// gone): the one place a member leaves its room.
+    pub fn detach(&mut self, key: usize, route: &mut Route) {
+        if let Route::Room(room) = *route {
+            self.rooms.leave(room, key);
+        }
+        *route = Route::None;
+    }
 }
 
 /// Decides what a request head is asking for, or the HTTP error to answer
 /// with. Unknown paths are 404 whatever the method; then 405 for a method
 /// the path does not take; then the checks of the request itself.
-pub fn route(req: &Request, config: &Config) -> Result<Target, HttpError> {
+pub(crate) fn route(req: &Request, config: &Config) -> Result<Target, HttpError> {
     let path = req.path();
     // Only a publish has a body. A body on anything else would be read as
     // the next request on this connection (request smuggling through a
@@ -108,47 +231,50 @@ pub fn route(req: &Request, config: &Config) -> Result<Target, HttpError> {
             check_origin(req, config)?;
             Ok(Target::Join(key, room, presence(req.query())))
         }
-        Method::Post => {
-            if let Some(token) = &config.publish_token {
-                let ok = req
-                    .authorization
-                    .as_deref()
-                    .and_then(|a| a.strip_prefix("Bearer "))
-                    .is_some_and(|t| t.trim() == token);
-                if !ok {
-                    return Err(HttpError::new(401, "publishing needs Authorization: Bearer <token>"));
-                }
-            }
-            if req.transfer_encoding {
-                return Err(HttpError::new(411, "send the body with a Content-Length, not chunked"));
-            }
-            let Some(len) = req.content_length else {
-                return Err(HttpError::new(411, "Content-Length required"));
-            };
-            if len > config.limits.max_message {
-                return Err(HttpError::new(413, "body larger than the maximum message size"));
-            }
-            let kind = req.content_type.as_deref().and_then(|ct| {
-                let ct = ct.to_ascii_lowercase();
-                if ct.starts_with("text/") || ct.starts_with("application/json") {
-                    Some(MessageKind::Text)
-                } else if ct.starts_with("application/octet-stream") {
-                    Some(MessageKind::Binary)
-                } else {
-                    None
-                }
-            });
-            Ok(Target::Publish {
-                room,
-                len: len as usize,
-                kind,
-            })
-        }
+        Method::Post => route_publish(req, config, room),
         _ => Err(HttpError::new(
             405,
             "broadcast endpoints take GET (WebSocket) or POST (publish)",
         )),
     }
+}
+
+/// `POST /broadcast/{room}`: the checks of an HTTP publish.
+fn route_publish(req: &Request, config: &Config, room: String) -> Result<Target, HttpError> {
+    if let Some(token) = &config.publish_token {
+        let ok = req
+            .authorization
+            .as_deref()
+            .and_then(|a| a.strip_prefix("Bearer "))
+            .is_some_and(|t| t.trim() == token);
+        if !ok {
+            return Err(HttpError::new(401, "publishing needs Authorization: Bearer <token>"));
+        }
+    }
+    if req.transfer_encoding {
+        return Err(HttpError::new(411, "send the body with a Content-Length, not chunked"));
+    }
+    let Some(len) = req.content_length else {
+        return Err(HttpError::new(411, "Content-Length required"));
+    };
+    if len > config.limits.max_message {
+        return Err(HttpError::new(413, "body larger than the maximum message size"));
+    }
+    let kind = req.content_type.as_deref().and_then(|ct| {
+        let ct = ct.to_ascii_lowercase();
+        if ct.starts_with("text/") || ct.starts_with("application/json") {
+            Some(MessageKind::Text)
+        } else if ct.starts_with("application/octet-stream") {
+            Some(MessageKind::Binary)
+        } else {
+            None
+        }
+    });
+    Ok(Target::Publish {
+        room,
+        len: len as usize,
+        kind,
+    })
 }
 
 /// Longest presence name kept, in bytes.
@@ -188,15 +314,6 @@ fn check_origin(req: &Request, config: &Config) -> Result<(), HttpError> {
             Err(HttpError::new(403, "origin not allowed"))
         }
         _ => Ok(()),
-    }
-}
-
-/// Hands a complete message to the connection's service.
-pub fn on_message(route: Route, kind: MessageKind, payload: &[u8]) -> Command<'_> {
-    match route {
-        Route::Echo => echo::on_message(kind, payload),
-        Route::Broadcast { room } => Command::Broadcast(room, kind, payload),
-        Route::Detached => Command::None,
     }
 }
 

@@ -57,7 +57,7 @@ fn drive(mut s: Session, limits: &Limits, chunks: &[&[u8]]) -> (Vec<Ev>, Vec<u8>
         let mut buf = c.to_vec();
         let mut pos = 0;
         loop {
-            match s.poll(limits, &mut buf, &mut pos, &mut out) {
+            match s.handle_input(limits, &mut buf, &mut pos, &mut out) {
                 Ok(Some(ev)) => events.push(match ev {
                     Event::Message(k, p) => Msg(k, p.to_vec()),
                     Event::Ping(p) => Ping(p.to_vec()),
@@ -355,11 +355,11 @@ fn server_initiated_close() {
     let mut pos = 0;
     let limits = Limits::default();
     assert_eq!(
-        s.poll(&limits, &mut input, &mut pos, &mut out),
+        s.handle_input(&limits, &mut input, &mut pos, &mut out),
         Ok(Some(Event::Ping(b"p")))
     );
     assert_eq!(
-        s.poll(&limits, &mut input, &mut pos, &mut out),
+        s.handle_input(&limits, &mut input, &mut pos, &mut out),
         Ok(Some(Event::Closed {
             code: Some(1001),
             reason: ""
@@ -391,14 +391,14 @@ fn gathered_buffers_are_released_after_delivery() {
     let mut out = Vec::new();
     let (mut a, mut b) = (frame[..100].to_vec(), frame[100..].to_vec());
     let mut pos = 0;
-    assert_eq!(s.poll(&limits, &mut a, &mut pos, &mut out), Ok(None));
+    assert_eq!(s.handle_input(&limits, &mut a, &mut pos, &mut out), Ok(None));
     assert!(s.buffered() > 0);
     pos = 0;
     assert!(matches!(
-        s.poll(&limits, &mut b, &mut pos, &mut out),
+        s.handle_input(&limits, &mut b, &mut pos, &mut out),
         Ok(Some(Event::Message(..)))
     ));
-    assert_eq!(s.poll(&limits, &mut b, &mut pos, &mut out), Ok(None));
+    assert_eq!(s.handle_input(&limits, &mut b, &mut pos, &mut out), Ok(None));
     assert_eq!(s.buffered(), 0);
 }
 

@@ -900,7 +900,7 @@ impl Worker {
         let mut pos = 0;
         let mut lingering = false;
         loop {
-            match conn.session.poll(&ctx.limits, input, &mut pos, wbuf) {
+            match conn.session.handle_input(&ctx.limits, input, &mut pos, wbuf) {
                 Ok(None) => break,
                 Ok(Some(Event::Message(_, payload))) => on_message(ctx, conn.id, &mut conn.flow, payload, now),
                 Ok(Some(Event::Ping(_) | Event::Pong(_))) => {}

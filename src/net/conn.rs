@@ -1,0 +1,84 @@
+//! A connection as the loop holds it: its transport, its protocol state
+//! ([`Connection`], sans-IO), the service it belongs to, and the output its
+//! transport did not take yet.
+
+use super::outq::OutQueue;
+use super::transport::Transport;
+use crate::proto::conn::Connection;
+use crate::service::Route;
+use std::io;
+
+/// One connection's record in the loop's slab. An idle one owns no buffer:
+/// partial input and unsent output are allocated only while they exist.
+#[derive(Debug)]
+pub(crate) struct Conn<S> {
+    pub stream: S,
+    pub proto: Connection,
+    pub route: Route,
+    /// Output the transport did not take yet; `None` almost always.
+    pub out: Option<Box<OutQueue>>,
+}
+
+impl<S: Transport> Conn<S> {
+    pub fn new(stream: S, proto: Connection) -> Self {
+        Conn {
+            stream,
+            proto,
+            route: Route::None,
+            out: None,
+        }
+    }
+
+    /// Bytes waiting in the queue.
+    pub fn queued(&self) -> usize {
+        self.out.as_ref().map_or(0, |q| q.len())
+    }
+
+    /// Whether input is left unread because the peer does not read.
+    pub fn paused(&self) -> bool {
+        self.out.as_ref().is_some_and(|q| q.paused)
+    }
+
+    /// Writes `bytes` straight to the transport if nothing is queued before
+    /// them, else behind the queue; queues what the transport does not take.
+    /// Counts one write call.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &mut self.out {
+            Some(q) if !q.is_empty() => {
+                q.push(bytes);
+                q.flush(&mut self.stream).map(|_| ())
+            }
+            _ => {
+                let n = write_some(&mut self.stream, bytes)?;
+                if n < bytes.len() {
+                    self.out.get_or_insert_with(Box::default).push(&bytes[n..]);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes what the queue holds, as far as the transport takes it.
+    pub fn flush_queue(&mut self) -> io::Result<()> {
+        match &mut self.out {
+            Some(q) => q.flush(&mut self.stream).map(|_| ()),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes as much of `buf` as a non-blocking writer takes (retrying short
+/// writes and `EINTR`, stopping at `WouldBlock`); returns how much.
+pub fn write_some<W: io::Write>(stream: &mut W, buf: &[u8]) -> io::Result<usize> {
+    let mut at = 0;
+    while at < buf.len() {
+        match stream.write(&buf[at..]) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(at)
+}

@@ -1,0 +1,497 @@
+//! The connections of one loop and what they share: the slab, the service,
+//! the deadline heap, and one read and one write buffer for all of them.
+//!
+//! The hub is generic over the [`Transport`], so the whole loop minus
+//! `epoll` is driven in tests over in-memory pipes on a virtual clock
+//! (`tests.rs` here); [`super::server`] drives it over TCP with `mio`.
+//!
+//! Per readable connection: read into the shared read buffer, feed the
+//! protocol state machine, hand its events to the service, and write the
+//! answers with one system call straight from the shared write buffer.
+//! Only what a socket will not take is kept in the connection's own queue,
+//! written when the socket becomes writable. At the end of each loop
+//! iteration every room's batch goes out ([`super::fanout`]) and due
+//! deadlines fire.
+
+use super::conn::Conn;
+use super::fanout::{Deferred, Fanout};
+use super::timers::Timers;
+use super::transport::Transport;
+use crate::config::{Config, READ_BUFFER};
+use crate::proto::close::code;
+use crate::proto::conn::{Answer, Connection, Event, Expired, Flushed, Response, Settings};
+use crate::proto::frame;
+use crate::service::metrics::{self, Snapshot};
+use crate::service::{Command, Page, Reply, Route, Service};
+use log::{debug, trace};
+use slab::Slab;
+use std::io;
+
+/// Reads per connection per iteration before others get their turn (and
+/// before a room's batch goes out: a batch should stay well under the
+/// backpressure cap, or a recipient that keeps up on average would look
+/// slow).
+const READ_BUDGET: usize = 4;
+
+pub(crate) struct Hub<S> {
+    pub config: Config,
+    settings: Settings,
+    conns: Slab<Conn<S>>,
+    pub service: Service,
+    timers: Timers,
+    /// The read buffer is `rstore[rstart..rstart + READ_BUFFER]`; see
+    /// [`place_apart`].
+    rstore: Box<[u8]>,
+    rstart: usize,
+    /// Output for the connection being handled, written when its input has
+    /// been processed.
+    wbuf: Vec<u8>,
+    /// Connections that used their read budget with input maybe left.
+    again: Vec<usize>,
+    fanout: Fanout,
+}
+
+impl<S: Transport> Hub<S> {
+    pub fn new(config: Config) -> Self {
+        let settings = config.settings();
+        let mut hub = Hub {
+            config,
+            settings,
+            conns: Slab::new(),
+            service: Service::default(),
+            timers: Timers::default(),
+            rstore: vec![0; READ_BUFFER + PAGE].into_boxed_slice(),
+            rstart: 0,
+            wbuf: Vec::with_capacity(READ_BUFFER),
+            again: Vec::new(),
+            fanout: Fanout::default(),
+        };
+        hub.rstart = place_apart(&hub.rstore, hub.wbuf.as_ptr());
+        hub
+    }
+
+    /// Open connections.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// The key the next [`insert`](Self::insert) will use.
+    pub fn next_key(&self) -> usize {
+        self.conns.vacant_key()
+    }
+
+    /// Takes a new connection, accepted at `now`.
+    pub fn insert(&mut self, stream: S, now: u64) -> usize {
+        let key = self
+            .conns
+            .insert(Conn::new(stream, Connection::new(&self.settings, now)));
+        self.settle(key);
+        key
+    }
+
+    /// Whether some connection has input left from its read budget: the
+    /// loop must not wait before the next iteration.
+    pub fn has_more_input(&self) -> bool {
+        !self.again.is_empty()
+    }
+
+    /// The earliest deadline.
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.timers.next()
+    }
+
+    /// Connection `key` is readable. `hup`: the peer's FIN or an error is
+    /// known to be pending, so read until the socket says so even after a
+    /// short read.
+    pub fn readable(&mut self, key: usize, now: u64, hup: bool) {
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            if conn.paused() {
+                return;
+            }
+            if conn.queued() > self.config.max_backpressure {
+                // The peer is not reading what we send; stop reading what
+                // it sends until it does (resumed in `writable`).
+                if let Some(q) = &mut conn.out {
+                    q.paused = true;
+                }
+                return;
+            }
+            self.service.stats.read_calls += 1;
+            let rbuf = &mut self.rstore[self.rstart..self.rstart + READ_BUFFER];
+            match conn.stream.read(rbuf) {
+                Ok(0) => {
+                    trace!("#{key}: end of input");
+                    let unsent = conn.queued() > 0;
+                    conn.proto.handle_eof(&self.settings, now, unsent);
+                    self.settle(key);
+                    return;
+                }
+                Ok(n) => {
+                    self.feed(key, now, n);
+                    if !self.flush(key) {
+                        return;
+                    }
+                    // A short read emptied the socket; the next arrival is
+                    // a new edge. Skipping the read that would say
+                    // WouldBlock saves a system call per message, unless
+                    // the peer's FIN is already known to be waiting.
+                    if n < READ_BUFFER && !hup {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("#{key}: read: {e}");
+                    self.teardown(key, "read error");
+                    return;
+                }
+            }
+        }
+        // Budget spent with input perhaps left: no new edge will come for
+        // it, so come back after the others had their turn.
+        self.again.push(key);
+    }
+
+    /// Connection `key` is writable: write what it has queued.
+    pub fn writable(&mut self, key: usize, now: u64) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Some(q) = &mut conn.out else { return };
+        trace!("#{key}: writable, {} bytes queued", q.len());
+        self.service.stats.write_calls += 1;
+        if let Err(e) = conn.flush_queue() {
+            debug!("#{key}: write: {e}");
+            self.teardown(key, "write error");
+            return;
+        }
+        let was_paused = conn.paused();
+        if let Some(q) = &mut conn.out {
+            if q.len() <= self.config.max_backpressure / 2 {
+                q.paused = false;
+            }
+        }
+        let resume = was_paused && !conn.paused();
+        if self.settle(key) && resume {
+            // Input may have been waiting all along: no new edge will come
+            // for it, so read now.
+            self.readable(key, now, true);
+        }
+    }
+
+    /// The end of a loop iteration: connections with input left get their
+    /// turn, rooms' batches go out, and due deadlines fire.
+    pub fn end_iteration(&mut self, now: u64) {
+        for key in std::mem::take(&mut self.again) {
+            self.readable(key, now, true);
+        }
+        self.deliver(now);
+        while let Some(key) = self.timers.pop_due(now) {
+            self.expire(key, now);
+        }
+    }
+
+    /// Graceful shutdown: deliver what is already broadcast, then send
+    /// Close 1001 "going away" to every WebSocket client; connections still
+    /// in HTTP end at once, those already ending finish.
+    pub fn begin_shutdown(&mut self, now: u64) {
+        // Broadcasts read before the signal go out before the Close.
+        self.deliver(now);
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let conn = &mut self.conns[key];
+            if conn.proto.is_open() {
+                self.service.stats.count_close(code::GOING_AWAY);
+            }
+            conn.proto
+                .close(&self.settings, now, code::GOING_AWAY, "going away", &mut self.wbuf);
+            self.flush(key);
+        }
+    }
+
+    /// The counters and gauges for `/metrics`.
+    #[cfg(test)]
+    pub fn snapshot(&self) -> Snapshot<'_> {
+        snapshot(&self.conns, &self.service, &self.timers)
+    }
+
+    /// Feeds `n` bytes just read into the read buffer to connection `key`,
+    /// handing its events to the service; answers go to the write buffer.
+    fn feed(&mut self, key: usize, now: u64, n: usize) {
+        let Hub {
+            conns,
+            service,
+            config,
+            settings,
+            wbuf,
+            rstore,
+            rstart,
+            timers,
+            ..
+        } = self;
+        let input = &mut rstore[*rstart..*rstart + n];
+        let mut pos = 0;
+        loop {
+            let conn = &mut conns[key];
+            let Some(event) = conn.proto.handle_input(settings, now, input, &mut pos, wbuf) else {
+                return;
+            };
+            let reply = match event {
+                Event::Request(req) => {
+                    debug!("#{key}: {:?} {}", req.method, req.target);
+                    service.on_request(key, req, config)
+                }
+                Event::Body(req, body) => service.on_body(req, body, config),
+                Event::Message(kind, payload) => {
+                    trace!("#{key}: {kind:?} message of {} bytes", payload.len());
+                    if let Command::Send(kind, payload) = service.on_message(key, conn.route, kind, payload, config) {
+                        service.stats.messages_out += 1;
+                        service.stats.bytes_out += payload.len() as u64;
+                        frame::write(wbuf, kind.opcode(), payload, None);
+                    }
+                    continue;
+                }
+                Event::Closed { code } => {
+                    debug!("#{key}: peer closed with {code:?}");
+                    continue;
+                }
+                Event::Failed(e) => {
+                    debug!("#{key}: failing the connection: {e}");
+                    service.stats.count_close(e.code);
+                    continue;
+                }
+                Event::Refused(e) => {
+                    debug!("#{key}: request refused: {e}");
+                    service.stats.count_http_error(e.status);
+                    continue;
+                }
+            };
+            let metrics_body = (reply == Reply::Metrics).then(|| metrics::render(&snapshot(conns, service, timers)));
+            let conn = &mut conns[key];
+            // Pipelined requests are answered while their output is under
+            // the backpressure cap; the one that passes it closes the
+            // connection, so a client that sends many requests and reads
+            // nothing cannot grow our memory.
+            let close = wbuf.len() + conn.queued() >= config.max_backpressure;
+            answer(
+                conn,
+                settings,
+                now,
+                reply,
+                metrics_body.as_deref(),
+                close,
+                service,
+                wbuf,
+            );
+        }
+    }
+
+    /// Writes the shared write buffer to connection `key` (behind its queue,
+    /// if any), then [`settle`](Self::settle)s it. Returns false if the
+    /// connection was torn down.
+    fn flush(&mut self, key: usize) -> bool {
+        if !self.wbuf.is_empty() {
+            self.service.stats.write_calls += 1;
+            let result = self.conns[key].send(&self.wbuf);
+            self.wbuf.clear();
+            if self.wbuf.capacity() > 4 * READ_BUFFER {
+                // A large message passed through; don't keep its memory.
+                self.wbuf = Vec::with_capacity(READ_BUFFER);
+                // The read buffer holds nothing live between reads: move it
+                // to keep clear of the new write buffer.
+                self.rstart = place_apart(&self.rstore, self.wbuf.as_ptr());
+            }
+            if let Err(e) = result {
+                debug!("#{key}: write: {e}");
+                self.teardown(key, "write error");
+                return false;
+            }
+        }
+        self.settle(key)
+    }
+
+    /// Brings the loop's view of connection `key` in line with its state
+    /// after anything happened to it: a connection that is no longer open
+    /// leaves its room; an empty queue is freed; once its last word is out
+    /// its sending side is shut; a finished connection is torn down; its
+    /// deadline is (re-)armed. Returns false if it was torn down.
+    fn settle(&mut self, key: usize) -> bool {
+        let conn = &mut self.conns[key];
+        if conn.route != Route::None && !conn.proto.is_open() {
+            self.service.detach(key, &mut conn.route);
+        }
+        if conn.queued() == 0 {
+            conn.out = None;
+            if conn.proto.handle_flushed() == Flushed::ShutdownWrite {
+                if let Err(e) = conn.stream.shutdown_write() {
+                    debug!("#{key}: shutdown: {e}");
+                    self.teardown(key, "shutdown failed");
+                    return false;
+                }
+            }
+        }
+        match conn.proto.poll_timeout(&self.settings) {
+            Some(at) => self.timers.set_earlier(key, at),
+            None => {
+                self.teardown(key, "closed");
+                return false;
+            }
+        }
+        true
+    }
+
+    /// A deadline of connection `key` passed.
+    fn expire(&mut self, key: usize, now: u64) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let stats = &mut self.service.stats;
+        match conn.proto.handle_timeout(&self.settings, now, &mut self.wbuf) {
+            Expired::Early | Expired::Ping => {}
+            Expired::Request if self.wbuf.is_empty() => debug!("#{key}: handshake timeout, nothing sent"),
+            Expired::Request => {
+                debug!("#{key}: handshake timeout");
+                stats.timeouts_handshake += 1;
+                stats.count_http_error(408);
+            }
+            Expired::Idle => {
+                debug!("#{key}: idle timeout");
+                stats.timeouts_idle += 1;
+                stats.count_close(code::GOING_AWAY);
+            }
+            Expired::Close => {
+                debug!("#{key}: close timeout");
+                stats.timeouts_close += 1;
+            }
+        }
+        self.flush(key);
+    }
+
+    /// Writes every room's batch of this iteration to its members, then
+    /// closes or drops the members that failed or fell behind.
+    fn deliver(&mut self, now: u64) {
+        let Hub {
+            fanout,
+            service,
+            conns,
+            config,
+            ..
+        } = self;
+        fanout.deliver(&mut service.rooms, conns, config, &mut service.stats);
+        let mut deferred = std::mem::take(&mut self.fanout.deferred);
+        for (key, d) in deferred.drain(..) {
+            match d {
+                Deferred::Teardown(why) => self.teardown(key, why),
+                Deferred::SlowConsumer => self.close_slow_consumer(key, now),
+            }
+        }
+        self.fanout.deferred = deferred;
+    }
+
+    /// `--slow-consumer close`: drop what is queued but the frame in flight,
+    /// and send Close 1008 (which also takes it out of its room).
+    fn close_slow_consumer(&mut self, key: usize, now: u64) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if !conn.proto.is_open() {
+            return;
+        }
+        debug!("#{key}: slow consumer, closing");
+        self.service.stats.slow_consumer_disconnects += 1;
+        self.service.stats.count_close(code::POLICY_VIOLATION);
+        if let Some(q) = &mut conn.out {
+            q.truncate_to_front();
+        }
+        conn.proto.close(
+            &self.settings,
+            now,
+            code::POLICY_VIOLATION,
+            "slow consumer",
+            &mut self.wbuf,
+        );
+        self.flush(key);
+    }
+
+    /// The one way a connection ends: leave its room, drop its deadline,
+    /// and drop it (which closes the socket and, with `epoll`, removes it
+    /// from the poll set).
+    fn teardown(&mut self, key: usize, why: &str) {
+        if let Some(mut conn) = self.conns.try_remove(key) {
+            self.service.detach(key, &mut conn.route);
+            self.timers.remove(key);
+            self.service.stats.closed += 1;
+            debug!("#{key} closed: {why} ({} bytes unsent)", conn.queued());
+        }
+    }
+}
+
+/// Answers the request connection `conn` handed out with `reply`.
+#[allow(clippy::too_many_arguments)]
+fn answer<S>(
+    conn: &mut Conn<S>,
+    settings: &Settings,
+    now: u64,
+    reply: Reply,
+    metrics_body: Option<&[u8]>,
+    close: bool,
+    service: &mut Service,
+    wbuf: &mut Vec<u8>,
+) {
+    let answer = match &reply {
+        Reply::Upgrade(route) => {
+            conn.route = *route;
+            Answer::Upgrade {
+                protocol: None,
+                extensions: None,
+            }
+        }
+        Reply::Respond(page) => Answer::Respond(respond(page, close)),
+        Reply::ReadBody(len) => Answer::ReadBody(*len),
+        Reply::Refuse(e) => {
+            service.stats.count_http_error(e.status);
+            Answer::Refuse(*e)
+        }
+        Reply::Metrics => Answer::Respond(Response {
+            status: 200,
+            content_type: metrics::CONTENT_TYPE,
+            body: metrics_body.unwrap_or_default(),
+            headers: "",
+            close: true,
+        }),
+    };
+    conn.proto.answer(settings, now, answer, wbuf);
+}
+
+fn respond(page: &Page, close: bool) -> Response<'_> {
+    Response {
+        status: page.status,
+        content_type: page.content_type,
+        body: &page.body,
+        headers: "",
+        close,
+    }
+}
+
+fn snapshot<'a, S>(conns: &Slab<Conn<S>>, service: &'a Service, timers: &Timers) -> Snapshot<'a> {
+    Snapshot {
+        stats: &service.stats,
+        connections: conns.len(),
+        queued_bytes: conns.iter().map(|(_, c)| c.out.as_ref().map_or(0, |q| q.len())).sum(),
+        rooms: service.rooms.len(),
+        timer_entries: timers.len(),
+    }
+}
+
+const PAGE: usize = 4096;
+
+/// Where the read buffer starts inside `store` so that it lies half a page
+/// away from the write buffer (at `wbuf_at`), modulo the page size.
+///
+/// Every echo copies a payload from the read buffer to the write buffer.
+/// glibc's large-copy path (`rep movsb`) runs many times slower when the
+/// destination is a few bytes ahead of the source modulo 4 KiB (glibc bug
+/// 30994; measured here on AMD Zen 3: 16 KiB echoes got 40–60% more per
+/// CPU-second once the buffers were apart), and two 64 KiB buffers
+/// allocated one after the other land exactly like that.
+fn place_apart(store: &[u8], wbuf_at: *const u8) -> usize {
+    let want = (wbuf_at as usize + PAGE / 2) % PAGE;
+    let have = store.as_ptr() as usize % PAGE;
+    (want + PAGE - have) % PAGE
+}

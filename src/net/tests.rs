@@ -1,0 +1,722 @@
+//! The loop without sockets: the [`Hub`] driven over in-memory pipes on a
+//! virtual clock, in the manner of quinn-proto's test `Pair`. Readiness is
+//! edge-triggered as with `epoll`: the hub hears of a connection only when
+//! new bytes (or the peer's FIN) arrive, or when a full pipe gets room. So
+//! a behaviour that waits for an edge that never comes hangs here too.
+//!
+//! Nothing sleeps: time moves when a test says so ([`World::advance`]).
+
+use super::hub::Hub;
+use super::transport::Transport;
+use crate::config::{Config, SlowConsumer};
+use crate::proto::frame::{self, Decoded, Opcode};
+use crate::proto::mask;
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, Read, Write};
+use std::rc::Rc;
+
+/// One direction of a connection.
+#[derive(Debug)]
+struct Pipe {
+    bytes: VecDeque<u8>,
+    /// Most bytes in flight (the socket buffers of both ends).
+    cap: usize,
+    /// The writer shut down its side (FIN), or the server dropped the
+    /// connection.
+    shut: bool,
+    /// The server dropped the connection (its socket is closed).
+    closed: bool,
+    /// The reader has not been told of bytes that arrived (or of the FIN).
+    readable_edge: bool,
+    /// The writer has not been told of room that appeared.
+    writable_edge: bool,
+}
+
+impl Pipe {
+    fn new(cap: usize) -> Rc<RefCell<Pipe>> {
+        Rc::new(RefCell::new(Pipe {
+            bytes: VecDeque::new(),
+            cap,
+            shut: false,
+            closed: false,
+            readable_edge: false,
+            writable_edge: true,
+        }))
+    }
+}
+
+/// The server's end.
+struct MemStream {
+    rx: Rc<RefCell<Pipe>>,
+    tx: Rc<RefCell<Pipe>>,
+}
+
+impl Read for MemStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let mut p = self.rx.borrow_mut();
+        if p.bytes.is_empty() {
+            return if p.shut {
+                Ok(0)
+            } else {
+                Err(io::ErrorKind::WouldBlock.into())
+            };
+        }
+        let n = buf.len().min(p.bytes.len());
+        for (b, v) in buf.iter_mut().zip(p.bytes.drain(..n)) {
+            *b = v;
+        }
+        p.writable_edge = true;
+        Ok(n)
+    }
+}
+
+impl Write for MemStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let mut p = self.tx.borrow_mut();
+        assert!(!p.shut, "write after shutdown");
+        let n = buf.len().min(p.cap - p.bytes.len());
+        if n == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        p.bytes.extend(&buf[..n]);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Transport for MemStream {
+    fn shutdown_write(&mut self) -> io::Result<()> {
+        self.tx.borrow_mut().shut = true;
+        Ok(())
+    }
+}
+
+impl Drop for MemStream {
+    fn drop(&mut self) {
+        let mut tx = self.tx.borrow_mut();
+        tx.shut = true;
+        tx.closed = true;
+        self.rx.borrow_mut().closed = true;
+    }
+}
+
+/// A frame as the client sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Frame {
+    opcode: u8,
+    payload: Vec<u8>,
+}
+
+impl Frame {
+    fn close_code(&self) -> Option<u16> {
+        assert_eq!(self.opcode, 8, "not a Close: {self:?}");
+        (self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+    }
+}
+
+/// The client's end.
+struct Client {
+    tx: Rc<RefCell<Pipe>>,
+    rx: Rc<RefCell<Pipe>>,
+    inbox: Vec<u8>,
+    /// The responses being read answer HEAD requests (heads only).
+    head_only: bool,
+}
+
+const UPGRADE: &str = "GET /echo HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+impl Client {
+    fn send(&self, bytes: &[u8]) {
+        let mut p = self.tx.borrow_mut();
+        assert!(!p.closed, "the server closed the connection");
+        p.bytes.extend(bytes);
+        p.readable_edge = true;
+    }
+
+    /// Sends a masked frame.
+    fn frame(&self, opcode: Opcode, payload: &[u8]) {
+        let key = [1, 2, 3, 4];
+        let mut v = frame::encode(true, opcode, payload.len() as u64, Some(key))
+            .as_slice()
+            .to_vec();
+        let at = v.len();
+        v.extend_from_slice(payload);
+        mask::apply(&mut v[at..], key, 0);
+        self.send(&v);
+    }
+
+    /// Our FIN.
+    fn shut(&self) {
+        let mut p = self.tx.borrow_mut();
+        p.shut = true;
+        p.readable_edge = true;
+    }
+
+    /// Moves what arrived into the inbox (making room in the pipe).
+    fn pull(&mut self) {
+        let mut p = self.rx.borrow_mut();
+        if !p.bytes.is_empty() {
+            self.inbox.extend(p.bytes.drain(..));
+            p.writable_edge = true;
+        }
+    }
+
+    /// The next HTTP response, if whole: (status, head, body).
+    fn response(&mut self) -> Option<(u16, String, Vec<u8>)> {
+        self.pull();
+        let end = self.inbox.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+        let head = String::from_utf8(self.inbox[..end].to_vec()).unwrap();
+        let len = head
+            .lines()
+            .find_map(|l| l.strip_prefix("Content-Length: "))
+            .map_or(0, |v| v.parse().unwrap());
+        let len = if head.starts_with("HTTP/1.1 101") || self.head_only {
+            0
+        } else {
+            len
+        };
+        if self.inbox.len() < end + len {
+            return None;
+        }
+        let body = self.inbox[end..end + len].to_vec();
+        self.inbox.drain(..end + len);
+        Some((head[9..12].parse().unwrap(), head, body))
+    }
+
+    /// The next frame, if whole.
+    fn next_frame(&mut self) -> Option<Frame> {
+        self.pull();
+        let Ok(Decoded::Complete(h, n)) = frame::decode(&self.inbox) else {
+            return None;
+        };
+        assert!(h.mask.is_none(), "server frames are not masked");
+        let len = h.len as usize;
+        if self.inbox.len() < n + len {
+            return None;
+        }
+        let payload = self.inbox[n..n + len].to_vec();
+        self.inbox.drain(..n + len);
+        Some(Frame {
+            opcode: h.opcode,
+            payload,
+        })
+    }
+
+    /// Whether the server shut down its side (all it sent has been pulled).
+    fn eof(&mut self) -> bool {
+        self.pull();
+        self.rx.borrow().shut && self.inbox.is_empty()
+    }
+
+    /// Whether the server closed the socket.
+    fn closed(&self) -> bool {
+        self.rx.borrow().closed
+    }
+
+    /// Bytes waiting for the client (not pulled yet).
+    fn pending(&self) -> usize {
+        self.rx.borrow().bytes.len()
+    }
+}
+
+type Link = (usize, Rc<RefCell<Pipe>>, Rc<RefCell<Pipe>>);
+
+/// The hub and its clients on a virtual clock.
+struct World {
+    hub: Hub<MemStream>,
+    now: u64,
+    /// Each connection's key and pipes (client to server, server to client).
+    conns: Vec<Link>,
+}
+
+impl World {
+    fn new(config: Config) -> World {
+        World {
+            hub: Hub::new(config),
+            now: 0,
+            conns: Vec::new(),
+        }
+    }
+
+    fn connect(&mut self) -> Client {
+        self.connect_with(1 << 20)
+    }
+
+    /// A client whose receiving side holds at most `cap` bytes.
+    fn connect_with(&mut self, cap: usize) -> Client {
+        let c2s = Pipe::new(1 << 20);
+        let s2c = Pipe::new(cap);
+        let key = self.hub.insert(
+            MemStream {
+                rx: c2s.clone(),
+                tx: s2c.clone(),
+            },
+            self.now,
+        );
+        self.conns.push((key, c2s.clone(), s2c.clone()));
+        Client {
+            tx: c2s,
+            rx: s2c,
+            inbox: Vec::new(),
+            head_only: false,
+        }
+    }
+
+    /// A client that completed the handshake on `path`.
+    fn open(&mut self, path: &str) -> Client {
+        let mut c = self.connect();
+        c.send(UPGRADE.replacen("/echo", path, 1).as_bytes());
+        self.settle();
+        let (status, head, _) = c.response().expect("a response");
+        assert_eq!(status, 101, "{head}");
+        c
+    }
+
+    /// One loop iteration: every pending edge, then the end of the
+    /// iteration (deliveries, due deadlines).
+    fn step(&mut self) {
+        self.conns.retain(|(_, c2s, _)| !c2s.borrow().closed);
+        for (key, c2s, s2c) in self.conns.clone() {
+            if std::mem::take(&mut s2c.borrow_mut().writable_edge) {
+                self.hub.writable(key, self.now);
+            }
+            let (edge, hup) = {
+                let mut p = c2s.borrow_mut();
+                (std::mem::take(&mut p.readable_edge), p.shut)
+            };
+            if edge {
+                self.hub.readable(key, self.now, hup);
+            }
+        }
+        self.hub.end_iteration(self.now);
+    }
+
+    fn pending_edges(&self) -> bool {
+        self.hub.has_more_input()
+            || self
+                .conns
+                .iter()
+                .any(|(_, c2s, s2c)| !c2s.borrow().closed && (c2s.borrow().readable_edge || s2c.borrow().writable_edge))
+    }
+
+    /// Steps until nothing is pending (bounded).
+    fn settle(&mut self) {
+        for _ in 0..1000 {
+            self.step();
+            if !self.pending_edges() {
+                return;
+            }
+        }
+        panic!("the loop never settled");
+    }
+
+    /// Moves the clock to `ms` and lets the loop run.
+    fn advance_to(&mut self, ms: u64) {
+        assert!(ms >= self.now);
+        self.now = ms;
+        self.settle();
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let text = String::from_utf8(crate::service::metrics::render(&self.hub.snapshot())).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .parse()
+            .unwrap()
+    }
+}
+
+fn config() -> Config {
+    Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::default()
+    }
+}
+
+fn health(extra: &str) -> String {
+    format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{extra}\r\n")
+}
+
+#[test]
+fn an_unfinished_request_gets_408_and_a_silent_one_is_just_closed() {
+    let mut w = World::new(Config {
+        handshake_timeout: std::time::Duration::from_millis(300),
+        ..config()
+    });
+    let mut partial = w.connect();
+    partial.send(&UPGRADE.as_bytes()[..40]);
+    let silent = w.connect();
+    // A publish whose head came but not all of its body: the timeout bounds
+    // the whole request, head and body.
+    let mut body = w.connect();
+    body.send(b"POST /broadcast/r HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc");
+    w.advance_to(299);
+    assert!(partial.response().is_none() && !silent.closed() && body.response().is_none());
+    w.advance_to(300);
+    for c in [&mut partial, &mut body] {
+        assert_eq!(c.response().map(|r| r.0), Some(408));
+        // Our last word is out: the server shut its side, but keeps the
+        // socket until our FIN (a reset could destroy the 408).
+        assert!(c.eof() && !c.closed());
+        c.shut();
+    }
+    assert!(silent.closed(), "nothing came: closed without a word");
+    assert_eq!(silent.pending(), 0);
+    w.step();
+    assert!(partial.closed() && body.closed(), "closed at once on our FIN");
+    assert_eq!(w.metric("wsloop_timeouts_total{kind=\"handshake\"}"), 2);
+    assert_eq!(w.hub.len(), 0);
+}
+
+#[test]
+fn keepalive_pings_then_closes_1001_then_drops_after_the_close_timeout() {
+    let ms = std::time::Duration::from_millis;
+    let mut w = World::new(Config {
+        ping_interval: ms(200),
+        idle_timeout: ms(500),
+        close_timeout: ms(300),
+        ..config()
+    });
+    let mut silent = w.open("/echo");
+    let mut lively = w.open("/echo");
+    w.advance_to(199);
+    assert_eq!(silent.next_frame(), None);
+    w.advance_to(200);
+    for c in [&mut silent, &mut lively] {
+        assert_eq!(c.next_frame().map(|f| f.opcode), Some(0x9));
+    }
+    // `lively` answers; its silence starts again.
+    lively.frame(Opcode::Pong, b"");
+    w.advance_to(300);
+    w.advance_to(499);
+    assert_eq!(silent.next_frame(), None);
+    w.advance_to(500);
+    let close = silent.next_frame().unwrap();
+    assert_eq!(close.close_code(), Some(1001));
+    assert_eq!(&close.payload[2..], b"idle timeout");
+    assert_eq!(
+        lively.next_frame().map(|f| f.opcode),
+        Some(0x9),
+        "pinged again at 300 + 200"
+    );
+    lively.frame(Opcode::Pong, b"");
+    // `silent` never answers the Close: dropped after the close timeout.
+    w.advance_to(799);
+    assert!(!silent.closed());
+    w.advance_to(800);
+    assert!(silent.closed());
+    assert_eq!(w.metric("wsloop_timeouts_total{kind=\"idle\"}"), 1);
+    assert_eq!(w.metric("wsloop_timeouts_total{kind=\"close\"}"), 1);
+    assert!(!lively.closed());
+}
+
+#[test]
+fn closing_handshake_shuts_our_side_then_waits_for_the_fin() {
+    let mut w = World::new(config());
+    let mut c = w.open("/echo");
+    c.frame(Opcode::Close, &4000u16.to_be_bytes());
+    w.settle();
+    assert_eq!(c.next_frame().unwrap().close_code(), Some(4000));
+    assert!(c.eof(), "the server shuts its side after its Close");
+    assert!(!c.closed(), "...and keeps reading until our FIN");
+    // Data after the Close is read and discarded.
+    c.frame(Opcode::Text, b"too late");
+    w.settle();
+    assert!(!c.closed());
+    c.shut();
+    w.step();
+    assert!(c.closed());
+}
+
+#[test]
+fn a_request_sent_with_its_fin_is_answered_and_closed_in_one_iteration() {
+    let mut w = World::new(config());
+    // Data and FIN in one edge: no later edge will come.
+    let mut c = w.connect();
+    c.send(health("").as_bytes());
+    c.shut();
+    w.step();
+    assert_eq!(c.response().map(|r| r.0), Some(200));
+    assert!(c.closed(), "torn down in the same iteration");
+    // Half a head, then FIN: nothing to answer.
+    let c = w.connect();
+    c.send(b"GET /healthz HT");
+    c.shut();
+    w.step();
+    assert!(c.closed());
+    assert_eq!(c.pending(), 0);
+    // A WebSocket message and FIN: echoed, then closed.
+    let mut c = w.open("/echo");
+    c.frame(Opcode::Text, b"last words");
+    c.shut();
+    w.step();
+    assert_eq!(c.next_frame().unwrap().payload, b"last words");
+    assert!(c.closed());
+    assert_eq!(w.hub.len(), 0);
+}
+
+#[test]
+fn pipelined_requests_are_each_answered_in_order() {
+    let mut w = World::new(config());
+    let mut c = w.connect();
+    let mut burst = String::new();
+    for _ in 0..5 {
+        burst += &health("");
+    }
+    burst += "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    burst += &health("Connection: close\r\n");
+    burst += &health(""); // after the close: never answered
+    c.send(burst.as_bytes());
+    w.settle();
+    for i in 0..7 {
+        c.head_only = i == 5;
+        let (status, head, body) = c.response().unwrap_or_else(|| panic!("response {i}"));
+        assert_eq!(status, 200, "{i}");
+        assert_eq!(head.contains("Connection: close"), i == 6, "{i}: {head}");
+        assert!(head.contains("Content-Length: 3\r\n"));
+        assert_eq!(body, if i == 5 { &b""[..] } else { b"ok\n" }, "{i}");
+    }
+    c.head_only = false;
+    assert!(c.eof(), "nothing after the response that closed");
+}
+
+#[test]
+fn pipelined_output_past_the_cap_closes_the_connection() {
+    let mut w = World::new(Config {
+        max_backpressure: 10_000,
+        ..config()
+    });
+    let mut c = w.connect_with(64);
+    c.send(health("").repeat(1000).as_bytes());
+    w.settle();
+    let mut answered = 0;
+    loop {
+        w.settle();
+        match c.response() {
+            Some((200, head, _)) => {
+                answered += 1;
+                if head.contains("Connection: close") {
+                    break;
+                }
+            }
+            Some(other) => panic!("{other:?}"),
+            None => assert!(!c.eof(), "EOF before a closing response"),
+        }
+    }
+    assert!((100..1000).contains(&answered), "{answered} answered");
+    assert!(c.eof());
+}
+
+#[test]
+fn http_1_0_is_answered_then_closed() {
+    let mut w = World::new(config());
+    let mut c = w.connect();
+    c.send(b"GET /healthz HTTP/1.0\r\n\r\n");
+    w.settle();
+    let (status, head, _) = c.response().unwrap();
+    assert_eq!(status, 200);
+    assert!(head.contains("Connection: close"));
+    assert!(c.eof());
+}
+
+#[test]
+fn reads_pause_past_the_cap_and_resume_at_half_of_it() {
+    let mut w = World::new(Config {
+        max_backpressure: 8_000,
+        ..config()
+    });
+    // A client that sends 400 echoes of 1,000 bytes before reading any; its
+    // receiving side holds 1,000 bytes.
+    let mut c = w.open("/echo");
+    c.rx.borrow_mut().cap = 1_000;
+    for i in 0..400u32 {
+        c.frame(Opcode::Binary, &[i as u8; 1_000]);
+    }
+    w.settle();
+    let to_server = c.tx.clone();
+    let unread = || to_server.borrow().bytes.len();
+    assert!(
+        unread() > 200_000,
+        "the server stopped reading ({} bytes left)",
+        unread()
+    );
+    // Reading a little is not enough: reads resume only once the queue is
+    // down to half the cap.
+    let (mut got, mut before, mut queued) = (0, unread(), w.metric("wsloop_queued_bytes"));
+    while got < 400 {
+        while let Some(f) = c.next_frame() {
+            assert_eq!(f.payload, [got as u8; 1_000]);
+            got += 1;
+        }
+        w.settle();
+        if unread() < before {
+            // Since the last look the server wrote at most the 1,000 bytes
+            // the client made room for, and then resumed.
+            assert!(queued <= 4_000 + 1_000, "read again with {queued} bytes queued");
+        }
+        (before, queued) = (unread(), w.metric("wsloop_queued_bytes"));
+    }
+    assert_eq!(unread(), 0, "every message was read in the end");
+}
+
+#[test]
+fn a_connection_over_its_read_budget_comes_back_in_the_next_iteration() {
+    let mut w = World::new(config());
+    let mut c = w.open("/echo");
+    let big = vec![7u8; 60_000];
+    for _ in 0..10 {
+        // 600 KB: more than the 4 reads of 64 KiB in a turn, and than the
+        // second turn the connection gets at the end of the iteration.
+        c.frame(Opcode::Binary, &big);
+    }
+    w.step();
+    assert!(w.hub.has_more_input(), "input left after the budget");
+    w.settle();
+    for _ in 0..10 {
+        assert_eq!(c.next_frame().unwrap().payload.len(), 60_000);
+    }
+}
+
+#[test]
+fn deadlines_go_with_their_connections() {
+    let mut w = World::new(config());
+    let keep = w.open("/echo");
+    for _ in 0..500 {
+        let c = w.open("/echo");
+        c.frame(Opcode::Close, &1000u16.to_be_bytes());
+        w.settle();
+        c.shut();
+        w.settle();
+        assert!(c.closed());
+    }
+    assert_eq!(w.hub.len(), 1);
+    assert_eq!(w.metric("wsloop_timer_entries"), 1, "one entry for the one connection");
+    drop(keep);
+}
+
+#[test]
+fn slow_consumer_close_policy_sends_1008_and_others_get_everything() {
+    let mut w = World::new(Config {
+        max_backpressure: 4_000,
+        ..config()
+    });
+    let mut slow = w.open("/broadcast/r");
+    slow.rx.borrow_mut().cap = 500;
+    let mut reader = w.open("/broadcast/r");
+    let publisher = w.open("/broadcast/r");
+    for seq in 0..200u32 {
+        publisher.frame(Opcode::Binary, &seq.to_be_bytes().repeat(25));
+        w.settle();
+        let f = reader.next_frame().unwrap();
+        assert_eq!(f.payload, seq.to_be_bytes().repeat(25));
+    }
+    let mut last = None;
+    loop {
+        w.settle();
+        let f = slow.next_frame().expect("frames, then a Close");
+        if f.opcode == 8 {
+            assert_eq!(f.close_code(), Some(1008));
+            assert_eq!(&f.payload[2..], b"slow consumer");
+            break;
+        }
+        let seq = u32::from_be_bytes(f.payload[..4].try_into().unwrap());
+        assert_eq!(seq, last.map_or(0, |l| l + 1), "no gap before the Close");
+        last = Some(seq);
+    }
+    assert!(last.unwrap() < 199, "closed before the end");
+    assert_eq!(w.metric("wsloop_slow_consumer_disconnects_total"), 1);
+}
+
+#[test]
+fn slow_consumer_drop_policy_skips_messages_and_counts_them() {
+    let mut w = World::new(Config {
+        max_backpressure: 4_000,
+        slow_consumer: SlowConsumer::Drop,
+        ..config()
+    });
+    let mut slow = w.open("/broadcast/r");
+    slow.rx.borrow_mut().cap = 500;
+    let publisher = w.open("/broadcast/r");
+    let mut seqs = Vec::new();
+    let mut read = |w: &mut World| {
+        for _ in 0..100 {
+            w.settle();
+            while let Some(f) = slow.next_frame() {
+                assert_eq!(f.opcode, 2, "never closed under drop");
+                seqs.push(u32::from_be_bytes(f.payload[..4].try_into().unwrap()));
+            }
+        }
+    };
+    for seq in 0..200u32 {
+        publisher.frame(Opcode::Binary, &seq.to_be_bytes().repeat(25));
+        w.settle();
+    }
+    let drops = w.metric("wsloop_slow_consumer_drops_total");
+    assert!(drops > 0);
+    // Caught up: the next messages arrive again.
+    read(&mut w);
+    for seq in 200..210u32 {
+        publisher.frame(Opcode::Binary, &seq.to_be_bytes().repeat(25));
+        w.settle();
+    }
+    read(&mut w);
+    assert!(seqs.windows(2).all(|p| p[0] < p[1]), "in order");
+    assert!(seqs.windows(2).any(|p| p[1] > p[0] + 1), "with a gap");
+    assert_eq!(
+        seqs.len() as u64 + drops,
+        210,
+        "every message delivered or counted as dropped"
+    );
+    assert_eq!(seqs.last(), Some(&209));
+    assert!(!slow.closed());
+}
+
+#[test]
+fn presence_leave_is_announced_when_a_member_vanishes() {
+    let mut w = World::new(config());
+    let mut ann = w.open("/broadcast/chat?presence=1&name=Ann");
+    let bob = w.open("/broadcast/chat?presence=1&name=Bob");
+    w.settle();
+    let text = |c: &mut Client| String::from_utf8(c.next_frame().unwrap().payload).unwrap();
+    assert!(text(&mut ann).contains("\"event\":\"join\",\"name\":\"Ann\""));
+    assert!(text(&mut ann).contains("\"event\":\"join\",\"name\":\"Bob\""));
+    // No Close: the socket just ends.
+    bob.shut();
+    w.settle();
+    assert!(bob.closed());
+    assert_eq!(
+        text(&mut ann),
+        r#"{"type":"presence","event":"leave","name":"Bob","members":1}"#
+    );
+}
+
+#[test]
+fn shutdown_delivers_what_was_broadcast_then_closes_1001() {
+    let mut w = World::new(config());
+    let mut a = w.open("/broadcast/r");
+    let b = w.open("/broadcast/r");
+    let mut idle = w.connect();
+    idle.send(b"GET /heal");
+    b.frame(Opcode::Text, b"before the signal");
+    w.step(); // read, not yet delivered
+    w.hub.begin_shutdown(w.now);
+    w.settle();
+    assert_eq!(a.next_frame().unwrap().payload, b"before the signal");
+    let close = a.next_frame().unwrap();
+    assert_eq!(close.close_code(), Some(1001));
+    assert_eq!(&close.payload[2..], b"going away");
+    assert!(
+        idle.closed() && idle.response().is_none(),
+        "a request in progress just ends"
+    );
+    a.frame(Opcode::Close, &1001u16.to_be_bytes());
+    a.shut();
+    w.settle();
+    assert!(a.closed());
+}
