@@ -200,11 +200,6 @@ impl HeadReader {
     pub fn started(&self) -> bool {
         self.size > 0
     }
-
-    /// Whether the start line is complete (it has been handed over).
-    pub fn start_line_done(&self) -> bool {
-        self.lines > 0
-    }
 }
 
 /// Splits a field line into a name and a value with surrounding whitespace
