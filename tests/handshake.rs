@@ -9,8 +9,10 @@ fn refused(d: &Daemon, request: &str, status: u16) -> String {
     let mut c = Raw::connect(d.addr);
     c.send(request.as_bytes());
     let (got, head, body) = c.read_response();
-    assert_eq!(got, status, "{request}\n--\n{head}");
-    assert!(head.contains("\r\nConnection: close\r\n"), "{head}");
+    assert_eq!(got, status, "{request:?}\n--\n{head}");
+    // A 426 also names the upgrade option (RFC 9110 §7.8).
+    let connection = if status == 426 { "Upgrade, close" } else { "close" };
+    assert!(head.contains(&format!("\r\nConnection: {connection}\r\n")), "{head}");
     assert!(!body.is_empty(), "an error says why");
     c.expect_eof();
     head
@@ -52,6 +54,7 @@ fn refusals() {
     refused(&d, "NONSENSE\r\n\r\n", 400);
     let head = refused(&d, &replace("Version: 13", "Version: 8"), 426);
     assert!(head.contains("\r\nSec-WebSocket-Version: 13\r\n"), "{head}");
+    assert!(head.contains("\r\nUpgrade: websocket\r\n"), "{head}");
     let head = refused(&d, &replace("GET /echo", "POST /echo"), 405);
     assert!(head.contains("\r\nAllow: GET\r\n"), "{head}");
     refused(&d, &replace("GET /echo", "GET /nowhere"), 404);
@@ -62,6 +65,72 @@ fn refusals() {
     );
     let many: String = (0..101).map(|i| format!("X-{i}: y\r\n")).collect();
     refused(&d, &replace("Host:", &format!("{many}Host:")), 431);
+    // RFC 9112 §3: a request line past the limit.
+    refused(
+        &d,
+        &replace("GET /echo", &format!("GET /echo?{}", "a".repeat(1100))),
+        414,
+    );
+}
+
+/// The request-side HTTP rules (RFC 9110 / RFC 9112) through the daemon:
+/// each refusal is a complete response and a close.
+#[test]
+fn malformed_http_is_refused() {
+    let d = Daemon::start(&[]);
+    // CTLs (RFC 9110 §5.5) in a field value and in the target.
+    refused(&d, &replace("Host: localhost", "Host: local\0host"), 400);
+    refused(&d, &replace("Upgrade: websocket", "Upgrade: web\x01socket"), 400);
+    refused(&d, &replace("GET /echo", "GET /ec\x7fho"), 400);
+    // Bare LF (RFC 9112 §2.2).
+    refused(&d, &REQUEST.replace("\r\n", "\n"), 400);
+    refused(&d, &replace("\r\n\r\n", "\r\n\n"), 400);
+    // Whitespace before the colon (RFC 9112 §5.1).
+    refused(&d, &replace("Host:", "Host :"), 400);
+    // Host syntax (RFC 9110 §7.2).
+    refused(&d, &replace("Host: localhost", "Host: evil.example@@:x:y"), 400);
+    // Duplicates of single fields.
+    refused(
+        &d,
+        &replace("Host:", "Origin: http://a\r\nOrigin: http://b\r\nHost:"),
+        400,
+    );
+    refused(
+        &d,
+        &replace("Host: localhost", "Host: localhost\r\nHost: localhost"),
+        400,
+    );
+    // Target forms (RFC 9112 §3.2).
+    refused(&d, &replace("GET /echo", "GET ws://localhost/echo"), 400);
+    refused(&d, &replace("GET /echo", "OPTIONS *"), 400);
+    // Expect (RFC 9110 §10.1.1).
+    refused(&d, &replace("Host:", "Expect: the-unexpected\r\nHost:"), 417);
+    // Framing (RFC 9112 §6).
+    refused(
+        &d,
+        "POST /broadcast/r HTTP/1.1\r\nHost: x\r\nContent-Length: +1\r\n\r\nx",
+        400,
+    );
+    refused(
+        &d,
+        "POST /broadcast/r HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        400,
+    );
+}
+
+/// RFC 9112 §3.2.2: "A server MUST accept the absolute-form in requests."
+#[test]
+fn absolute_form_targets_are_accepted() {
+    let d = Daemon::start(&[]);
+    let mut c = Raw::connect(d.addr);
+    c.send(replace("GET /echo", "GET HTTP://localhost:1/echo").as_bytes());
+    assert_eq!(c.read_response().0, 101);
+    c.send_frame(true, 1, b"absolute");
+    assert_eq!(c.read_frame().payload, b"absolute");
+    let mut c = Raw::connect(d.addr);
+    c.send(b"GET http://x/healthz?probe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    let (status, _, body) = c.read_response();
+    assert_eq!((status, body.as_slice()), (200, &b"ok\n"[..]));
 }
 
 #[test]

@@ -1,11 +1,14 @@
 //! The opening handshake, RFC 6455 §4.
 //!
 //! Server side: [`RequestParser`] reads a request head incrementally into a
-//! [`Request`]; [`Request::websocket_key`] checks it against §4.2.1 and
-//! yields the key, or the HTTP error to answer with; [`write_accept`] and
-//! [`write_error`] produce the response bytes.
+//! [`Request`], enforcing the request rules of HTTP/1.1 (RFC 9110, RFC
+//! 9112) that matter to a server; [`Request::websocket_key`] checks it
+//! against §4.2.1 and yields the key, or the HTTP error to answer with;
+//! [`select_subprotocol`] picks a subprotocol; [`write_accept_with`],
+//! [`write_error_response`] and [`write_continue`] produce the response
+//! bytes.
 //!
-//! Client side (for `wsflood` and tests): [`write_client_request`] and
+//! Client side (for `wsflood` and tests): [`write_client_request_with`] and
 //! [`ResponseParser`], which checks the server's answer per §4.1.
 
 use super::http::{self, has_token, split_field, HeadLimits, HeadReader, HttpError, Progress};
@@ -49,29 +52,44 @@ pub enum Method {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub method: Method,
-    /// The request target as sent (origin-form: path and query).
+    /// The request target in origin-form (path and query): as sent, or the
+    /// path (`/` if empty) and query of an absolute-form target.
     pub target: String,
     /// x in HTTP/1.x.
     pub minor_version: u8,
+    /// Whether a `Host` field was sent (RFC 9112 §3.2: required in every
+    /// HTTP/1.1 request, absolute-form too; [`RequestParser`] enforces it).
     pub host: bool,
+    /// The authority the request is for, `uri-host [":" port]` as sent:
+    /// that of an absolute-form target (whose `Host` field is then ignored,
+    /// RFC 9112 §3.2.2), else the `Host` field's value. None without a
+    /// `Host` field or with an empty one.
+    pub authority: Option<String>,
     pub upgrade_websocket: bool,
     pub connection_upgrade: bool,
     /// `Connection: close`: no further request on this connection.
     pub connection_close: bool,
+    /// `Expect: 100-continue` in an HTTP/1.1 request (RFC 9110 §10.1.1):
+    /// the client may wait for a `100 Continue` (see [`write_continue`])
+    /// before it sends the body. Other expectations fail the parse with 417.
+    pub expect_continue: bool,
     pub key: Option<Key>,
-    /// Raw `Sec-WebSocket-Version`, if sent.
-    pub version: Option<String>,
+    /// `Sec-WebSocket-Version`, if sent and well-formed (§11.3.5: a number
+    /// from 0 to 255 without leading zeros); a malformed one is a `defect`.
+    pub version: Option<u8>,
     pub origin: Option<String>,
     pub content_length: Option<u64>,
     pub transfer_encoding: bool,
     pub authorization: Option<String>,
     pub content_type: Option<String>,
-    /// Raw `Sec-WebSocket-Protocol` offers (none are selected unless a
-    /// service asks for one).
+    /// The offered subprotocols (§4.1), each a checked token, in the
+    /// client's order over all its `Sec-WebSocket-Protocol` lines, joined
+    /// by `", "`. None are selected unless a service asks: see
+    /// [`Request::offered_protocols`] and [`select_subprotocol`].
     pub protocols: Option<String>,
     /// A field was malformed in a way that matters only if this turns out to
     /// be an upgrade (e.g. a bad `Sec-WebSocket-Key`); kept so that routing
-    /// can first answer 404/405.
+    /// can first answer 404/405. The first such defect is kept.
     pub defect: Option<HttpError>,
 }
 
@@ -82,9 +100,11 @@ impl Request {
             target: String::new(),
             minor_version: 1,
             host: false,
+            authority: None,
             upgrade_websocket: false,
             connection_upgrade: false,
             connection_close: false,
+            expect_continue: false,
             key: None,
             version: None,
             origin: None,
@@ -114,9 +134,27 @@ impl Request {
     }
 
     /// Whether the client asked for an upgrade at all (so that a plain GET
-    /// can be told apart from a broken handshake).
+    /// can be told apart from a broken handshake): `Upgrade: websocket`, or
+    /// any `Sec-WebSocket-Key`/`-Version` field, or a malformed WebSocket
+    /// field.
     pub fn wants_upgrade(&self) -> bool {
-        self.upgrade_websocket || self.key.is_some() || self.version.is_some()
+        self.upgrade_websocket || self.key.is_some() || self.version.is_some() || self.defect.is_some()
+    }
+
+    /// The subprotocols the client offered (§4.1), in its order of
+    /// preference.
+    pub fn offered_protocols(&self) -> impl Iterator<Item = &str> {
+        self.protocols
+            .as_deref()
+            .unwrap_or("")
+            .split(", ")
+            .filter(|p| !p.is_empty())
+    }
+
+    /// Whether the client offered subprotocol `name` (compared exactly, as
+    /// the client will compare the server's choice, §4.1).
+    pub fn offers_protocol(&self, name: &str) -> bool {
+        self.offered_protocols().any(|p| p == name)
     }
 
     /// Checks the request as a WebSocket opening handshake (§4.2.1) and
@@ -130,6 +168,9 @@ impl Request {
         // 2: "A |Host| header field containing the server's authority."
         if !self.host {
             return Err(HttpError::bad("missing Host header"));
+        }
+        if self.authority.is_none() {
+            return Err(HttpError::bad("empty Host header"));
         }
         // 3: "An |Upgrade| header field containing the value "websocket",
         // treated as an ASCII case-insensitive value."
@@ -146,8 +187,8 @@ impl Request {
         }
         // 6: "A |Sec-WebSocket-Version| header field, with a value of 13."
         // §4.2.2 4: otherwise answer e.g. 426 with the versions we speak.
-        match self.version.as_deref() {
-            Some("13") => {}
+        match self.version {
+            Some(13) => {}
             Some(_) => {
                 return Err(HttpError::new(
                     426,
@@ -169,7 +210,8 @@ impl Request {
         else {
             return Err(HttpError::bad("malformed request line"));
         };
-        if method.is_empty() || !method.iter().all(|&b| http::is_tchar(b)) {
+        // RFC 9110 §9.1: method = token, case-sensitive.
+        if !http::is_token(method) {
             return Err(HttpError::bad("malformed method"));
         }
         self.method = match method {
@@ -178,11 +220,17 @@ impl Request {
             b"POST" => Method::Post,
             _ => Method::Other,
         };
-        // Origin-form only (§3.2.1); we are not a proxy.
-        if target.first() != Some(&b'/') || !target.iter().all(|&b| b.is_ascii_graphic()) {
-            return Err(HttpError::bad("malformed request target"));
+        let t = http::parse_target(target)?;
+        // RFC 9110 §4.2.3: an empty path is "/". The target is ASCII
+        // (checked by parse_target), so the pushes below copy it exactly.
+        let slash = !t.path_and_query.starts_with(b"/");
+        let mut owned = String::with_capacity(t.path_and_query.len() + usize::from(slash));
+        if slash {
+            owned.push('/');
         }
-        self.target = String::from_utf8(target.to_vec()).map_err(|_| HttpError::bad("malformed request target"))?;
+        owned.extend(t.path_and_query.iter().map(|&b| char::from(b)));
+        self.target = owned;
+        self.authority = t.authority.map(ascii);
         self.minor_version = http::parse_version(version)?;
         Ok(())
     }
@@ -190,41 +238,104 @@ impl Request {
     fn field(&mut self, line: &[u8]) -> Result<(), HttpError> {
         let (name, value) = split_field(line)?;
         let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
-        let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
         if is("host") {
-            // RFC 9112 §3.2: more than one Host field → 400.
-            if self.host {
-                return Err(HttpError::bad("more than one Host header"));
-            }
-            self.host = true;
+            self.host_field(value)
         } else if is("upgrade") {
             self.upgrade_websocket |= has_token(value, "websocket");
+            Ok(())
         } else if is("connection") {
             self.connection_upgrade |= has_token(value, "upgrade");
             self.connection_close |= has_token(value, "close");
-        } else if is("sec-websocket-key") {
-            // §11.3.1: "MUST NOT appear more than once in an HTTP request."
-            if self.key.is_some() || self.defect.is_some() {
-                self.defect = Some(HttpError::bad("more than one Sec-WebSocket-Key"));
-            } else {
-                match decoded_len(value) {
-                    Some(16) => {
-                        let mut key = [0u8; 24];
-                        key.copy_from_slice(value);
-                        self.key = Some(key);
-                    }
-                    _ => self.defect = Some(HttpError::bad("Sec-WebSocket-Key is not base64 of 16 bytes")),
-                }
-            }
-        } else if is("sec-websocket-version") {
-            if self.version.is_some() {
-                self.defect = Some(HttpError::bad("more than one Sec-WebSocket-Version"));
-            }
-            self.version = Some(text(value));
+            Ok(())
+        } else if is("expect") {
+            self.expect_field(value)
+        } else if is("content-length") || is("transfer-encoding") {
+            self.framing_field(is("content-length"), value)
         } else if is("origin") {
-            self.origin = Some(text(value));
-        } else if is("content-length") {
-            // RFC 9112 §6.3: an invalid or conflicting length is unrecoverable.
+            // RFC 6454 §7.3: "User agents MUST NOT include more than one
+            // Origin header field in any HTTP request."
+            set_once(&mut self.origin, value, "more than one Origin header")
+        } else if is("authorization") {
+            // RFC 9110 §5.3: a field that is not a list ("credentials") may
+            // not be sent twice; which one would we check?
+            set_once(&mut self.authorization, value, "more than one Authorization header")
+        } else if is("content-type") {
+            // RFC 9110 §8.3: Content-Type = media-type, a single value.
+            set_once(&mut self.content_type, value, "more than one Content-Type header")
+        } else if is("sec-websocket-key") {
+            self.key_field(value);
+            Ok(())
+        } else if is("sec-websocket-version") {
+            self.version_field(value);
+            Ok(())
+        } else if is("sec-websocket-protocol") {
+            self.protocol_field(value);
+            Ok(())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
+    /// code to any HTTP/1.1 request message that lacks a Host header field
+    /// and to any request message that contains more than one Host header
+    /// field line or a Host header field with an invalid field value."
+    fn host_field(&mut self, value: &[u8]) -> Result<(), HttpError> {
+        if self.host {
+            return Err(HttpError::bad("more than one Host header"));
+        }
+        self.host = true;
+        // Only the start line has been read: an authority is the target's.
+        let absolute = self.authority.is_some();
+        if value.is_empty() {
+            // §3.2: "If the authority component is missing or undefined for
+            // the target URI, then a client MUST send a Host header field
+            // with an empty field value"; it is not missing if the target
+            // has one.
+            return if absolute {
+                Err(HttpError::bad("empty Host header with an absolute-form target"))
+            } else {
+                Ok(())
+            };
+        }
+        // RFC 9110 §7.2: Host = uri-host [ ":" port ].
+        if !http::valid_authority(value) {
+            return Err(HttpError::bad("invalid Host header"));
+        }
+        // §3.2.2: "When an origin server receives a request with an
+        // absolute-form of request-target, the origin server MUST ignore the
+        // received Host header field (if any) and instead use the host
+        // information of the request-target."
+        if !absolute {
+            self.authority = Some(ascii(value));
+        }
+        Ok(())
+    }
+
+    /// RFC 9110 §10.1.1: Expect = #expectation, "case-insensitive"; "A
+    /// server that receives an Expect field value containing a member other
+    /// than 100-continue MAY respond with a 417 (Expectation Failed)" (we
+    /// do), and one "that receives a 100-continue expectation in an HTTP/1.0
+    /// request MUST ignore that expectation".
+    fn expect_field(&mut self, value: &[u8]) -> Result<(), HttpError> {
+        for e in http::list_elements(value) {
+            if !e.eq_ignore_ascii_case(b"100-continue") {
+                return Err(HttpError::new(417, "the only expectation met is 100-continue"));
+            }
+            self.expect_continue |= self.minor_version >= 1;
+        }
+        Ok(())
+    }
+
+    /// `Content-Length` (`is_length`) or `Transfer-Encoding`.
+    fn framing_field(&mut self, is_length: bool, value: &[u8]) -> Result<(), HttpError> {
+        if is_length {
+            // RFC 9110 §8.6: Content-Length = 1*DIGIT (no sign, no list;
+            // one that does not fit 64 bits is invalid too). RFC 9112 §6.3
+            // 5: an invalid length is "an unrecoverable error" (400).
+            // Repeats of the same value are taken as one (RFC 9110 §8.6
+            // lets a recipient do so: they frame the body the same way for
+            // every reader); different ones are a 400.
             let n = std::str::from_utf8(value)
                 .ok()
                 .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
@@ -234,18 +345,103 @@ impl Request {
                 return Err(HttpError::bad("conflicting Content-Length"));
             }
             self.content_length = Some(n);
-        } else if is("transfer-encoding") {
+        } else {
+            // RFC 9112 §6.1: "A server or client that receives an HTTP/1.0
+            // message containing a Transfer-Encoding header field MUST treat
+            // the message as if the framing is faulty".
+            if self.minor_version == 0 {
+                return Err(HttpError::bad("Transfer-Encoding in an HTTP/1.0 request"));
+            }
             self.transfer_encoding = true;
-        } else if is("authorization") {
-            self.authorization = Some(text(value));
-        } else if is("content-type") {
-            self.content_type = Some(text(value));
-        } else if is("sec-websocket-protocol") {
-            let all = self.protocols.take().map(|p| p + ", ").unwrap_or_default();
-            self.protocols = Some(all + &text(value));
+        }
+        // §6.1: "A server MAY reject a request that contains both
+        // Content-Length and Transfer-Encoding" (a sign of smuggling).
+        if self.transfer_encoding && self.content_length.is_some() {
+            return Err(HttpError::bad("both Content-Length and Transfer-Encoding"));
         }
         Ok(())
     }
+
+    /// §11.3.1: "The |Sec-WebSocket-Key| header field MUST NOT appear more
+    /// than once in an HTTP request"; §4.2.1 5: base64 of 16 bytes.
+    fn key_field(&mut self, value: &[u8]) {
+        if self.key.is_some() {
+            self.defect(HttpError::bad("more than one Sec-WebSocket-Key"));
+        } else if decoded_len(value) == Some(16) {
+            let mut key = [0u8; 24];
+            key.copy_from_slice(value);
+            self.key = Some(key);
+        } else {
+            self.defect(HttpError::bad("Sec-WebSocket-Key is not base64 of 16 bytes"));
+        }
+    }
+
+    /// §11.3.5: "The |Sec-WebSocket-Version| header field MUST NOT appear
+    /// more than once in an HTTP request"; version = DIGIT | (NZDIGIT
+    /// DIGIT) | ("1" DIGIT DIGIT) | ("2" DIGIT-0-4 DIGIT) | ("2" "5"
+    /// DIGIT-0-5), i.e. 0–255 without leading zeros.
+    fn version_field(&mut self, value: &[u8]) {
+        let parsed = match value {
+            [b'0'] => Some(0),
+            [b'1'..=b'9', ..] if value.len() <= 3 && value.iter().all(u8::is_ascii_digit) => {
+                std::str::from_utf8(value).ok().and_then(|v| v.parse::<u8>().ok())
+            }
+            _ => None,
+        };
+        if self.version.is_some() {
+            self.defect(HttpError::bad("more than one Sec-WebSocket-Version"));
+        }
+        match parsed {
+            Some(v) => self.version = Some(v),
+            None => self.defect(HttpError::bad("malformed Sec-WebSocket-Version")),
+        }
+    }
+
+    /// §4.1: the offered subprotocols are "non-empty strings with characters
+    /// in the range U+0021 to U+007E not including separator characters",
+    /// i.e. tokens (§11.3.4: Sec-WebSocket-Protocol-Client = 1#token), and
+    /// the field "MAY appear multiple times in an HTTP request" (the lists
+    /// add up, RFC 9110 §5.3). A malformed offer fails the upgrade.
+    fn protocol_field(&mut self, value: &[u8]) {
+        for offer in http::list_elements(value) {
+            if !http::is_token(offer) {
+                return self.defect(HttpError::bad("malformed Sec-WebSocket-Protocol"));
+            }
+            let all = self.protocols.get_or_insert_with(String::new);
+            if !all.is_empty() {
+                all.push_str(", ");
+            }
+            all.extend(offer.iter().map(|&b| char::from(b)));
+        }
+    }
+
+    /// Keeps the first defect (see [`Request::defect`]).
+    fn defect(&mut self, e: HttpError) {
+        self.defect.get_or_insert(e);
+    }
+}
+
+/// Stores a field that may appear once; a second one is a 400.
+fn set_once(slot: &mut Option<String>, value: &[u8], twice: &'static str) -> Result<(), HttpError> {
+    if slot.is_some() {
+        return Err(HttpError::bad(twice));
+    }
+    *slot = Some(String::from_utf8_lossy(value).into_owned());
+    Ok(())
+}
+
+/// A copy of bytes known to be ASCII (other bytes would be copied as
+/// Latin-1; none reach here).
+fn ascii(v: &[u8]) -> String {
+    v.iter().map(|&b| char::from(b)).collect()
+}
+
+/// §4.2.2 step 5.5: the server picks "a single value representing the
+/// subprotocol the server is ready to use" from the client's offers, or
+/// none. This picks the first of `server_prefs` (the server's order of
+/// preference) that the client offered.
+pub fn select_subprotocol<'a>(req: &Request, server_prefs: &'a [String]) -> Option<&'a str> {
+    server_prefs.iter().map(String::as_str).find(|p| req.offers_protocol(p))
 }
 
 /// Decoded length of a base64 value, if it is valid base64.
@@ -282,17 +478,36 @@ impl RequestParser {
 
     /// Feeds bytes; `Complete(n)` means the head ended after `n` bytes of
     /// `input`, and [`RequestParser::request`] holds it.
+    /// The method is known as soon as the request line is complete, also
+    /// when the parse fails later ([`RequestParser::request`]), so that an
+    /// error can be answered without a body to a HEAD request.
     pub fn feed(&mut self, limits: &HeadLimits, input: &[u8]) -> Result<Progress, HttpError> {
         let req = &mut self.request;
         let seen_start = &mut self.seen_start;
-        self.reader.feed(limits, input, |line| {
+        let progress = self.reader.feed(limits, input, |line| {
             if *seen_start {
                 req.field(line)
             } else {
                 *seen_start = true;
                 req.start_line(line)
             }
-        })
+        });
+        match progress {
+            // RFC 9112 §3: "A server that receives a request-target longer
+            // than any URI it wishes to parse MUST respond with a 414 (URI
+            // Too Long) status code": the request line alone passed the
+            // head size limit (the target is its only long part).
+            Err(e) if e == http::TOO_LARGE && !self.seen_start => {
+                Err(HttpError::new(414, "request line longer than the header size limit"))
+            }
+            // §3.2: "A server MUST respond with a 400 (Bad Request) status
+            // code to any HTTP/1.1 request message that lacks a Host header
+            // field".
+            Ok(Progress::Complete(_)) if self.request.minor_version >= 1 && !self.request.host => {
+                Err(HttpError::bad("missing Host header"))
+            }
+            other => other,
+        }
     }
 
     pub fn request(&self) -> &Request {
@@ -309,15 +524,61 @@ impl RequestParser {
     }
 }
 
-/// Appends the 101 response of §4.2.2 step 5 to `out`. No subprotocol and
-/// no extension is selected: §4.2.2 lets the server leave offers
-/// unanswered, and echoing one we do not implement would be a lie.
+/// Appends the 101 response of §4.2.2 step 5 to `out`, selecting no
+/// subprotocol and no extension (§4.2.2 lets the server leave offers
+/// unanswered). Same as `write_accept_with(out, key, None, None)`.
 pub fn write_accept(out: &mut Vec<u8>, key: &[u8]) {
+    // Cannot fail: there is nothing to check.
+    let _ = write_accept_with(out, key, None, None);
+}
+
+/// Appends the 101 response of §4.2.2 step 5 to `out`, with
+/// `Sec-WebSocket-Protocol: protocol` (step 5.5: "If the server does not
+/// wish to agree to one of the suggested subprotocols, it MUST NOT send back
+/// a |Sec-WebSocket-Protocol| header field") and
+/// `Sec-WebSocket-Extensions: extensions` (step 5.6) when given. Allocates
+/// nothing beyond the growth of `out`.
+///
+/// `protocol` must be a token (as [`select_subprotocol`] returns) and
+/// `extensions` a non-empty field value without CR, LF or other CTL; else
+/// nothing is written and the error (500: the server's own mistake) is
+/// returned.
+pub fn write_accept_with(
+    out: &mut Vec<u8>,
+    key: &[u8],
+    protocol: Option<&str>,
+    extensions: Option<&str>,
+) -> Result<(), HttpError> {
+    if protocol.is_some_and(|p| !http::is_token(p.as_bytes())) {
+        return Err(HttpError::new(500, "selected subprotocol is not a token"));
+    }
+    let field_value = |v: &str| !v.is_empty() && v.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b));
+    if extensions.is_some_and(|e| !field_value(e)) {
+        return Err(HttpError::new(500, "invalid Sec-WebSocket-Extensions value"));
+    }
     out.extend_from_slice(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
     );
     out.extend_from_slice(&accept_key(key));
+    if let Some(p) = protocol {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
+        out.extend_from_slice(p.as_bytes());
+    }
+    if let Some(e) = extensions {
+        out.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+        out.extend_from_slice(e.as_bytes());
+    }
     out.extend_from_slice(b"\r\n\r\n");
+    Ok(())
+}
+
+/// Appends `HTTP/1.1 100 Continue` (RFC 9110 §15.2.1), the interim
+/// response a client that sent `Expect: 100-continue` may wait for before
+/// it sends the body (§10.1.1: a server that will read the body "ought to"
+/// send it; it "MAY omit sending a 100 (Continue) response if it has
+/// already received some or all of the content").
+pub fn write_continue(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
 }
 
 /// Appends the head of an HTTP response announcing a body of `len` bytes
@@ -346,38 +607,76 @@ pub fn write_response(
     out.extend_from_slice(body);
 }
 
-/// Appends the error response for `err`: a complete response with
-/// `Connection: close`, after which the server closes the connection.
-/// 426 carries `Sec-WebSocket-Version: 13` (§4.2.2 step 4); 405 carries
-/// `Allow`.
+/// Appends the error response for `err`, body included: same as
+/// `write_error_response(out, err, false)`.
 pub fn write_error(out: &mut Vec<u8>, err: &HttpError) {
-    let extra = match err.status {
-        426 => "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n",
-        405 => "Allow: GET\r\n",
-        _ => "",
-    };
-    let mut body = [0u8; 256];
-    let n = {
-        let msg = err.reason.as_bytes();
-        let n = msg.len().min(255);
-        body[..n].copy_from_slice(&msg[..n]);
-        body[n] = b'\n';
-        n + 1
-    };
-    write_response(out, err.status, extra, "text/plain; charset=utf-8", &body[..n], true);
+    write_error_response(out, err, false);
+}
+
+/// Appends the error response for `err` with `Connection: close`, after
+/// which the server closes the connection. The body is the reason, one
+/// line; with `head_only` (the request was HEAD) only the head is written,
+/// with the Content-Length the body would have had (RFC 9110 §9.3.2: "The
+/// server SHOULD send the same header fields in response to a HEAD request
+/// as it would have sent if the request method had been GET").
+///
+/// `err.allow` becomes an `Allow` field; a 405 without one says `GET`
+/// (RFC 9110 §15.5.6: a 405 MUST carry `Allow`). A 426 carries
+/// `Sec-WebSocket-Version: 13` (RFC 6455 §4.2.2 step 4) and `Upgrade:
+/// websocket` (RFC 9110 §15.5.22: "The server MUST send an Upgrade header
+/// field in a 426 response"), hence `upgrade` among the connection options
+/// (RFC 9110 §7.8: "A sender of Upgrade MUST also send an "upgrade"
+/// connection option in the Connection header field").
+pub fn write_error_response(out: &mut Vec<u8>, err: &HttpError, head_only: bool) {
+    use std::io::Write as _;
+    let msg = &err.reason.as_bytes()[..err.reason.len().min(255)];
+    let upgrade = err.status == 426;
+    let _ = write!(
+        out,
+        "HTTP/1.1 {} {}\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\nConnection: {}\r\n",
+        err.status,
+        http::status_text(err.status),
+        msg.len() + 1,
+        if upgrade { "Upgrade, close" } else { "close" },
+    );
+    if upgrade {
+        out.extend_from_slice(b"Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n");
+    }
+    if let Some(allow) = err.allow.or((err.status == 405).then_some("GET")) {
+        let _ = write!(out, "Allow: {allow}\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head_only {
+        out.extend_from_slice(msg);
+        out.push(b'\n');
+    }
 }
 
 // ---------------------------------------------------------------- client --
 
 /// Appends a client opening handshake (§4.1) for `host` and `path` with the
-/// given key (base64 of 16 random bytes, chosen by the caller).
+/// given key (base64 of 16 random bytes, chosen by the caller). Same as
+/// `write_client_request_with(out, host, path, key, &[] as &[&str])`.
 pub fn write_client_request(out: &mut Vec<u8>, host: &str, path: &str, key: &Key) {
+    write_client_request_with::<&str>(out, host, path, key, &[]);
+}
+
+/// [`write_client_request`] offering `protocols` in this order of
+/// preference (§4.1 item 10: `Sec-WebSocket-Protocol`, sent only if the
+/// list is not empty). Each should be a token (§4.1), else the server
+/// refuses the handshake; check the answer with
+/// [`ResponseParser::with_protocols`] and the same list.
+pub fn write_client_request_with<S: AsRef<str>>(out: &mut Vec<u8>, host: &str, path: &str, key: &Key, protocols: &[S]) {
     use std::io::Write as _;
     let _ = write!(
         out,
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: "
     );
     out.extend_from_slice(key);
+    for (i, p) in protocols.iter().enumerate() {
+        out.extend_from_slice(if i == 0 { b"\r\nSec-WebSocket-Protocol: " } else { b", " });
+        out.extend_from_slice(p.as_ref().as_bytes());
+    }
     out.extend_from_slice(b"\r\n\r\n");
 }
 
@@ -405,61 +704,72 @@ pub enum ResponseError {
 pub struct ResponseParser {
     reader: HeadReader,
     expect: AcceptKey,
+    /// The subprotocols offered, joined by `", "`.
+    offered: String,
     status: u16,
     upgrade: bool,
     connection: bool,
+    /// `Sec-WebSocket-Accept` lines seen, and whether the last was right.
+    accepts: u8,
     accept_ok: bool,
+    /// The subprotocol the server selected.
+    protocol: Option<String>,
+    failure: Option<&'static str>,
 }
 
 impl ResponseParser {
+    /// For a request that offered no subprotocol.
     pub fn new(key: &Key) -> Self {
+        ResponseParser::with_protocols::<&str>(key, &[])
+    }
+
+    /// For a request that offered `protocols` (as given to
+    /// [`write_client_request_with`]).
+    pub fn with_protocols<S: AsRef<str>>(key: &Key, protocols: &[S]) -> Self {
+        let mut offered = String::new();
+        for p in protocols {
+            if !offered.is_empty() {
+                offered.push_str(", ");
+            }
+            offered.push_str(p.as_ref());
+        }
         ResponseParser {
             reader: HeadReader::new(),
             expect: accept_key(key),
+            offered,
             status: 0,
             upgrade: false,
             connection: false,
+            accepts: 0,
             accept_ok: false,
+            protocol: None,
+            failure: None,
         }
+    }
+
+    /// The subprotocol the server selected, once the handshake succeeded.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
     }
 
     /// `Ok(Complete(n))`: the handshake succeeded and the head used `n`
     /// bytes of `input`; frames may follow.
     pub fn feed(&mut self, limits: &HeadLimits, input: &[u8]) -> Result<Progress, ResponseError> {
-        let mut failure = None;
-        let progress = self.reader.feed(limits, input, |line| {
+        let mut reader = std::mem::take(&mut self.reader);
+        let progress = reader.feed(limits, input, |line| {
             if self.status == 0 {
-                // status-line = HTTP-version SP status-code SP [ reason-phrase ]
-                let mut parts = line.splitn(3, |&b| b == b' ');
-                let (Some(_version), Some(code)) = (parts.next(), parts.next()) else {
-                    return Err(HttpError::bad("malformed status line"));
-                };
-                self.status = std::str::from_utf8(code)
-                    .ok()
-                    .and_then(|c| c.parse().ok())
-                    .filter(|&c| (100..1000).contains(&c))
-                    .ok_or(HttpError::bad("malformed status code"))?;
-                return Ok(());
+                self.status_line(line)
+            } else {
+                self.field(line)
             }
-            let (name, value) = split_field(line)?;
-            if name.eq_ignore_ascii_case(b"upgrade") {
-                self.upgrade |= has_token(value, "websocket");
-            } else if name.eq_ignore_ascii_case(b"connection") {
-                self.connection |= has_token(value, "upgrade");
-            } else if name.eq_ignore_ascii_case(b"sec-websocket-accept") {
-                self.accept_ok = value == self.expect;
-            } else if name.eq_ignore_ascii_case(b"sec-websocket-extensions") {
-                // §4.1: extensions we did not ask for fail the connection.
-                failure = Some("server selected an extension");
-            }
-            Ok(())
         });
+        self.reader = reader;
         let progress = progress.map_err(|e| ResponseError::Invalid(e.reason))?;
         if let Progress::Complete(_) = progress {
             if self.status != 101 {
                 return Err(ResponseError::Status(self.status));
             }
-            if let Some(f) = failure {
+            if let Some(f) = self.failure {
                 return Err(ResponseError::Invalid(f));
             }
             if !self.upgrade || !self.connection {
@@ -470,6 +780,64 @@ impl ResponseParser {
             }
         }
         Ok(progress)
+    }
+
+    /// RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ].
+    fn status_line(&mut self, line: &[u8]) -> Result<(), HttpError> {
+        let mut parts = line.splitn(3, |&b| b == b' ');
+        let (Some(version), Some(code)) = (parts.next(), parts.next()) else {
+            return Err(HttpError::bad("malformed status line"));
+        };
+        http::parse_version(version)?;
+        // status-code = 3DIGIT; RFC 9110 §15: "Values outside the range
+        // 100..599 are invalid".
+        self.status = match code {
+            [a @ b'1'..=b'5', b, c] if b.is_ascii_digit() && c.is_ascii_digit() => {
+                u16::from(a - b'0') * 100 + u16::from(b - b'0') * 10 + u16::from(c - b'0')
+            }
+            _ => return Err(HttpError::bad("malformed status code")),
+        };
+        Ok(())
+    }
+
+    fn field(&mut self, line: &[u8]) -> Result<(), HttpError> {
+        let (name, value) = split_field(line)?;
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("upgrade") {
+            self.upgrade |= has_token(value, "websocket");
+        } else if is("connection") {
+            self.connection |= has_token(value, "upgrade");
+        } else if is("sec-websocket-accept") {
+            // §11.3.3: "The |Sec-WebSocket-Accept| header MUST NOT appear
+            // more than once in an HTTP response."
+            self.accepts = self.accepts.saturating_add(1);
+            self.accept_ok = self.accepts == 1 && value == self.expect;
+        } else if is("sec-websocket-extensions") {
+            // §4.1: extensions we did not ask for fail the connection.
+            self.fail("server selected an extension");
+        } else if is("sec-websocket-protocol") {
+            // §11.3.4: Sec-WebSocket-Protocol-Server = token, and the field
+            // "MUST NOT appear more than once in an HTTP response". §4.1: "If
+            // the response includes a |Sec-WebSocket-Protocol| header field
+            // and this header field indicates the use of a subprotocol that
+            // was not present in the client's handshake [...], the client
+            // MUST _Fail the WebSocket Connection_."
+            let offered = self.offered.split(", ").any(|p| p.as_bytes() == value);
+            if self.protocol.is_some() {
+                self.fail("more than one Sec-WebSocket-Protocol");
+            } else if !http::is_token(value) || !offered {
+                self.fail("server selected a subprotocol that was not offered");
+            } else {
+                self.protocol = Some(String::from_utf8_lossy(value).into_owned());
+            }
+        }
+        Ok(())
+    }
+
+    /// Keeps the first reason to fail the connection, reported once the
+    /// status is known (a non-101 status is reported as such).
+    fn fail(&mut self, why: &'static str) {
+        self.failure.get_or_insert(why);
     }
 }
 
@@ -498,21 +866,33 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
     /// Parses `bytes` split at every offset (and one byte at a time) and
     /// checks that every way gives the same outcome.
     fn parse_all_ways(bytes: &[u8]) -> Result<(Request, usize), HttpError> {
-        let whole = parse_chunks(&[bytes]);
+        parse_all_ways_within(&LIMITS, bytes)
+    }
+
+    fn parse_all_ways_within(limits: &HeadLimits, bytes: &[u8]) -> Result<(Request, usize), HttpError> {
+        let whole = parse_chunks_within(limits, &[bytes]);
         for cut in 0..=bytes.len() {
-            assert_eq!(parse_chunks(&[&bytes[..cut], &bytes[cut..]]), whole, "cut {cut}");
+            assert_eq!(
+                parse_chunks_within(limits, &[&bytes[..cut], &bytes[cut..]]),
+                whole,
+                "cut {cut}"
+            );
         }
         let ones: Vec<&[u8]> = bytes.chunks(1).collect();
-        assert_eq!(parse_chunks(&ones), whole, "byte at a time");
+        assert_eq!(parse_chunks_within(limits, &ones), whole, "byte at a time");
         whole
     }
 
-    /// Returns the request and the total bytes consumed by the head.
     fn parse_chunks(chunks: &[&[u8]]) -> Result<(Request, usize), HttpError> {
+        parse_chunks_within(&LIMITS, chunks)
+    }
+
+    /// Returns the request and the total bytes consumed by the head.
+    fn parse_chunks_within(limits: &HeadLimits, chunks: &[&[u8]]) -> Result<(Request, usize), HttpError> {
         let mut p = RequestParser::new();
         let mut total = 0;
         for c in chunks {
-            match p.feed(&LIMITS, c)? {
+            match p.feed(limits, c)? {
                 Progress::Partial => total += c.len(),
                 Progress::Complete(n) => return Ok((p.into_request(), total + n)),
             }
@@ -528,6 +908,8 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
         assert_eq!(req.path(), "/chat");
         assert_eq!(req.origin.as_deref(), Some("http://example.com"));
         assert_eq!(req.protocols.as_deref(), Some("chat, superchat"));
+        assert_eq!(req.authority.as_deref(), Some("server.example.com"));
+        assert_eq!(req.offered_protocols().collect::<Vec<_>>(), ["chat", "superchat"]);
         assert_eq!(&req.websocket_key().unwrap(), b"dGhlIHNhbXBsZSBub25jZQ==");
         let mut out = Vec::new();
         write_accept(&mut out, &req.key.unwrap());
@@ -583,6 +965,102 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
             (with("Origin: http", "Origin http"), 400),
             (with("Host:", "Ho st:"), 400),
             (with("\r\nHost", "\rx\r\nHost"), 400),
+            // Bare LF (RFC 9112 §2.2).
+            (with("\r\nHost", "\nHost"), 400),
+            (with("HTTP/1.1\r\n", "HTTP/1.1\n"), 400),
+            (with("\r\n\r\n", "\r\n\n"), 400),
+            // CTLs in a field value or the target (RFC 9110 §5.5).
+            (with("Origin: http://example.com", "Origin: http://exa\0mple.com"), 400),
+            (
+                with("Origin: http://example.com", "Origin: http://example.com\x7f"),
+                400,
+            ),
+            (with("Origin: http://example.com", "Origin: \x1b[31m"), 400),
+            (with("GET /chat", "GET /ch\0at"), 400),
+            (with("GET /chat", "GET /ch\x7fat"), 400),
+            (with("GET /chat", "GET /ch\tat"), 400),
+            // Whitespace before the colon (RFC 9112 §5.1).
+            (with("Host:", "Host :"), 400),
+            (with("Sec-WebSocket-Key:", "Sec-WebSocket-Key\t:"), 400),
+            // Host syntax (RFC 9110 §7.2) and an empty one (no authority).
+            (with("Host: server.example.com", "Host: evil.example@@:x:y"), 400),
+            (with("Host: server.example.com", "Host: a b"), 400),
+            (with("Host: server.example.com", "Host: server.example.com:99999"), 400),
+            (with("Host: server.example.com", "Host: [::1"), 400),
+            (with("Host: server.example.com", "Host:"), 400),
+            // Request-target forms (RFC 9112 §3.2).
+            (with("GET /chat", "GET *"), 400),
+            (with("GET /chat", "GET server.example.com:80"), 400),
+            (with("GET /chat", "GET ws://server.example.com/chat"), 400),
+            (with("GET /chat", "GET http://u@server.example.com/chat"), 400),
+            (with("GET /chat", "GET http:///chat"), 400),
+            (with("GET /chat", "GET /chat#x"), 400),
+            // Duplicates of single fields (RFC 9110 §5.3, RFC 6455 §11.3).
+            (with("Host:", "Host: server.example.com\r\nHost:"), 400),
+            (with("Origin:", "Origin: http://example.com\r\nOrigin:"), 400),
+            (
+                with(
+                    "Origin:",
+                    "Authorization: Bearer a\r\nauthorization: Bearer b\r\nOrigin:",
+                ),
+                400,
+            ),
+            (
+                with("Origin:", "Content-Type: a/b\r\nContent-Type: a/b\r\nOrigin:"),
+                400,
+            ),
+            (
+                with("Origin:", "Content-Length: 0\r\nContent-Length: 1\r\nOrigin:"),
+                400,
+            ),
+            (
+                with(
+                    "Sec-WebSocket-Version: 13",
+                    "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Version: 13",
+                ),
+                400,
+            ),
+            (
+                with(
+                    "Sec-WebSocket-Version: 13",
+                    "Sec-WebSocket-Version: 8\r\nSec-WebSocket-Version: 13",
+                ),
+                400,
+            ),
+            (
+                with("Sec-WebSocket-Key: d", "Sec-WebSocket-Key: x\r\nSec-WebSocket-Key: d"),
+                400,
+            ),
+            // Sec-WebSocket-Version syntax (§11.3.5).
+            (with("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 013"), 400),
+            (with("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 13, 8"), 400),
+            (with("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 256"), 400),
+            (with("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version:"), 400),
+            (with("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 255"), 426),
+            (with("Sec-WebSocket-Version: 13", "Sec-WebSocket-Version: 0"), 426),
+            // Subprotocol offers must be tokens (§4.1, §11.3.4).
+            (with("chat, superchat", "chat, super chat"), 400),
+            (with("chat, superchat", "chat, \"superchat\""), 400),
+            (with("chat, superchat", "chat/1.0, x"), 400),
+            (with("chat, superchat", "chat\r\nSec-WebSocket-Protocol: a@b"), 400),
+            // Expect (RFC 9110 §10.1.1).
+            (with("Origin:", "Expect: 100-continue, x\r\nOrigin:"), 417),
+            (with("Origin:", "Expect: 101-continue\r\nOrigin:"), 417),
+            (with("Origin:", "Expect: 100-continue=1\r\nOrigin:"), 417),
+            // Framing (RFC 9112 §6).
+            (with("Origin:", "Content-Length: +5\r\nOrigin:"), 400),
+            (with("Origin:", "Content-Length: -0\r\nOrigin:"), 400),
+            (with("Origin:", "Content-Length: 5, 5\r\nOrigin:"), 400),
+            (with("Origin:", "Content-Length: 18446744073709551616\r\nOrigin:"), 400),
+            (with("Origin:", "Content-Length:\r\nOrigin:"), 400),
+            (
+                with("Origin:", "Content-Length: 0\r\nTransfer-Encoding: chunked\r\nOrigin:"),
+                400,
+            ),
+            (
+                with("Origin:", "Transfer-Encoding: chunked\r\nContent-Length: 0\r\nOrigin:"),
+                400,
+            ),
         ];
         for (bytes, status) in cases {
             let got = parse_all_ways(&bytes).and_then(|(r, _)| r.websocket_key());
@@ -592,6 +1070,75 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
                 "{}",
                 String::from_utf8_lossy(&bytes)
             );
+        }
+    }
+
+    /// Requests that parse, and what is kept of them.
+    #[test]
+    fn accepted_variants() {
+        // Absolute-form (RFC 9112 §3.2.2): path and query become the target,
+        // the authority is the target's, the Host field is ignored.
+        let bytes = with("GET /chat", "GET hTTp://Other.example:8080/chat?x=1");
+        let (req, _) = parse_all_ways(&bytes).unwrap();
+        assert_eq!(req.target, "/chat?x=1");
+        assert_eq!((req.path(), req.query()), ("/chat", Some("x=1")));
+        assert_eq!(req.authority.as_deref(), Some("Other.example:8080"));
+        assert!(req.websocket_key().is_ok());
+        for (target, path) in [("https://h", "/"), ("http://h?q", "/?q"), ("http://[::1]/", "/")] {
+            let bytes = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
+            let (req, _) = parse_all_ways(bytes.as_bytes()).unwrap();
+            assert_eq!(req.target, path, "{target}");
+        }
+        // Host forms (RFC 9110 §7.2).
+        for host in ["[::1]:9001", "127.0.0.1", "h:", "a.b-c_d~e"] {
+            let (req, _) = parse_all_ways(&with("server.example.com", host)).unwrap();
+            assert_eq!(req.authority.as_deref(), Some(host));
+            assert!(req.websocket_key().is_ok(), "{host}");
+        }
+        // An empty Host with an origin-form target: accepted, no authority
+        // (and so not a WebSocket handshake).
+        let plain = b"GET /healthz HTTP/1.1\r\nHost:\r\n\r\n";
+        let (req, _) = parse_all_ways(plain).unwrap();
+        assert!(req.host && req.authority.is_none());
+        // Not so with an absolute-form target, which has an authority.
+        assert_eq!(
+            parse_all_ways(b"GET http://h/ HTTP/1.1\r\nHost:\r\n\r\n").unwrap_err(),
+            HttpError::bad("empty Host header with an absolute-form target")
+        );
+        // HTTP/1.0 needs no Host; HTTP/1.1 does.
+        assert!(parse_all_ways(b"GET / HTTP/1.0\r\n\r\n").is_ok());
+        assert_eq!(
+            parse_all_ways(b"GET / HTTP/1.1\r\nX: y\r\n\r\n").unwrap_err(),
+            HttpError::bad("missing Host header")
+        );
+        // Identical Content-Length repeats are one (RFC 9110 §8.6).
+        let bytes = b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 7\r\ncontent-length: 7\r\n\r\n";
+        assert_eq!(parse_all_ways(bytes).unwrap().0.content_length, Some(7));
+        // Transfer-Encoding is refused in HTTP/1.0 only (RFC 9112 §6.1).
+        let te = "POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert!(parse_all_ways(te.as_bytes()).unwrap().0.transfer_encoding);
+        assert_eq!(
+            parse_all_ways(te.replace("1.1", "1.0").as_bytes()).unwrap_err().status,
+            400
+        );
+    }
+
+    /// RFC 9110 §10.1.1.
+    #[test]
+    fn expectations() {
+        let req = |expect: &str, version: &str| {
+            let bytes = format!("POST /p HTTP/1.{version}\r\nHost: x\r\n{expect}Content-Length: 1\r\n\r\n");
+            parse_all_ways(bytes.as_bytes()).map(|(r, _)| r.expect_continue)
+        };
+        assert_eq!(req("", "1"), Ok(false));
+        assert_eq!(req("Expect: 100-continue\r\n", "1"), Ok(true));
+        assert_eq!(req("expect: 100-Continue\r\n", "1"), Ok(true));
+        assert_eq!(req("Expect: , 100-continue ,\r\n", "1"), Ok(true));
+        assert_eq!(req("Expect:\r\n", "1"), Ok(false));
+        // "MUST ignore" it in HTTP/1.0.
+        assert_eq!(req("Expect: 100-continue\r\n", "0"), Ok(false));
+        for other in ["Expect: gzip\r\n", "Expect: 100-continue\r\nExpect: x=y\r\n"] {
+            assert_eq!(req(other, "1").unwrap_err().status, 417, "{other}");
         }
     }
 
@@ -612,16 +1159,142 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
         assert_eq!(parse_chunks(&[&bytes]).unwrap_err().status, 431);
     }
 
+    /// RFC 9112 §3: a request line that alone passes the head limit is 414;
+    /// past the request line, the limit is 431.
+    #[test]
+    fn long_request_line_is_414() {
+        let limits = HeadLimits {
+            max_size: 64,
+            max_fields: 4,
+        };
+        let long = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(60));
+        assert_eq!(parse_all_ways_within(&limits, long.as_bytes()).unwrap_err().status, 414);
+        let fields = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n", "a".repeat(40));
+        assert_eq!(
+            parse_all_ways_within(&limits, fields.as_bytes()).unwrap_err().status,
+            431
+        );
+        let fits = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        assert!(parse_all_ways_within(&limits, fits.as_bytes()).is_ok());
+    }
+
     #[test]
     fn error_response_is_complete() {
         let mut out = Vec::new();
         write_error(&mut out, &HttpError::new(426, "unsupported"));
         let text = String::from_utf8(out).unwrap();
         assert!(text.starts_with("HTTP/1.1 426 Upgrade Required\r\n"));
-        assert!(text.contains("Sec-WebSocket-Version: 13\r\n"));
-        assert!(text.contains("Connection: close\r\n"));
+        assert!(text.contains("\r\nSec-WebSocket-Version: 13\r\n"));
+        // RFC 9110 §7.8: Upgrade goes with the upgrade connection option.
+        assert!(text.contains("\r\nUpgrade: websocket\r\n"));
+        assert!(text.contains("\r\nConnection: Upgrade, close\r\n"));
         assert!(text.ends_with("\r\n\r\nunsupported\n"));
         assert!(text.contains("Content-Length: 12\r\n"));
+        let mut out = Vec::new();
+        write_error(&mut out, &HttpError::new(404, "no"));
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("\r\nConnection: close\r\n"));
+        assert!(!text.contains("Upgrade") && !text.contains("Allow"));
+    }
+
+    /// RFC 9110 §9.3.2 (HEAD: the head a GET would get) and §15.5.6 (405
+    /// carries Allow).
+    #[test]
+    fn error_responses_for_head_and_405() {
+        let err = HttpError::new(405, "takes GET or POST").with_allow("GET, HEAD, POST");
+        let mut get = Vec::new();
+        write_error_response(&mut get, &err, false);
+        let mut head = Vec::new();
+        write_error_response(&mut head, &err, true);
+        let get = String::from_utf8(get).unwrap();
+        let head = String::from_utf8(head).unwrap();
+        assert!(get.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(get.contains("\r\nAllow: GET, HEAD, POST\r\n"), "{get}");
+        assert!(get.ends_with("\r\n\r\ntakes GET or POST\n"));
+        assert!(get.contains("\r\nContent-Length: 18\r\n"));
+        // The same head, no body.
+        assert_eq!(format!("{head}takes GET or POST\n"), get);
+        // A 405 made without a list still has Allow; any error may carry one.
+        let mut out = Vec::new();
+        write_error_response(&mut out, &HttpError::new(405, "x"), true);
+        assert!(String::from_utf8(out).unwrap().contains("\r\nAllow: GET\r\n"));
+        let mut out = Vec::new();
+        write_error(&mut out, &HttpError::new(501, "x").with_allow("GET"));
+        assert!(String::from_utf8(out).unwrap().contains("\r\nAllow: GET\r\n"));
+        // Interim response for Expect: 100-continue.
+        let mut out = Vec::new();
+        write_continue(&mut out);
+        assert_eq!(out, b"HTTP/1.1 100 Continue\r\n\r\n");
+    }
+
+    /// §4.2.2 step 5.5: the server picks among the offers in its own order.
+    #[test]
+    fn subprotocol_selection() {
+        let bytes = with(
+            "Sec-WebSocket-Protocol: chat, superchat\r\n",
+            "Sec-WebSocket-Protocol: chat, ,superchat\r\nX: y\r\nsec-websocket-protocol: v2.json\r\n",
+        );
+        let (req, _) = parse_all_ways(&bytes).unwrap();
+        assert_eq!(
+            req.offered_protocols().collect::<Vec<_>>(),
+            ["chat", "superchat", "v2.json"]
+        );
+        assert!(req.offers_protocol("v2.json") && !req.offers_protocol("Chat") && !req.offers_protocol(""));
+        let prefs = |p: &[&str]| p.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            select_subprotocol(&req, &prefs(&["superchat", "chat"])),
+            Some("superchat")
+        );
+        assert_eq!(
+            select_subprotocol(&req, &prefs(&["mqtt", "v2.json", "chat"])),
+            Some("v2.json")
+        );
+        assert_eq!(select_subprotocol(&req, &prefs(&["mqtt", "CHAT"])), None);
+        assert_eq!(select_subprotocol(&req, &[]), None);
+        let (none, _) = parse_all_ways(&with("Sec-WebSocket-Protocol: chat, superchat\r\n", "")).unwrap();
+        assert_eq!(none.offered_protocols().count(), 0);
+        assert_eq!(select_subprotocol(&none, &prefs(&["chat"])), None);
+        // A malformed offer matters only to an upgrade (`defect`).
+        let (bad, _) = parse_all_ways(&with("chat, superchat", "chat, {x}")).unwrap();
+        assert_eq!(bad.defect, Some(HttpError::bad("malformed Sec-WebSocket-Protocol")));
+    }
+
+    #[test]
+    fn accept_with_protocol_and_extensions() {
+        let key = b"dGhlIHNhbXBsZSBub25jZQ==";
+        let mut out = Vec::new();
+        write_accept_with(
+            &mut out,
+            key,
+            Some("chat"),
+            Some("permessage-deflate; client_max_window_bits"),
+        )
+        .unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\nSec-WebSocket-Protocol: chat\r\n\
+Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
+        );
+        let mut plain = Vec::new();
+        write_accept(&mut plain, key);
+        let mut none = Vec::new();
+        write_accept_with(&mut none, key, None, None).unwrap();
+        assert_eq!(plain, none);
+        // Nothing that could split the response is written.
+        for (p, e) in [
+            (Some("a b"), None),
+            (Some("x\r\nSet-Cookie: y"), None),
+            (Some(""), None),
+            (None, Some("a\r\nb")),
+            (None, Some("")),
+            (None, Some("a\0")),
+        ] {
+            let mut out = Vec::new();
+            assert_eq!(write_accept_with(&mut out, key, p, e).unwrap_err().status, 500);
+            assert!(out.is_empty());
+        }
     }
 
     #[test]
@@ -651,5 +1324,117 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
         write_error(&mut err, &HttpError::new(503, "full"));
         let mut p = ResponseParser::new(&key);
         assert_eq!(p.feed(&LIMITS, &err), Err(ResponseError::Status(503)));
+    }
+
+    /// Feeds a response at every split and one byte at a time.
+    fn response_all_ways(p: impl Fn() -> ResponseParser, resp: &[u8]) -> (Result<(), ResponseError>, Option<String>) {
+        let run = |chunks: &[&[u8]]| {
+            let mut parser = p();
+            for c in chunks {
+                match parser.feed(&LIMITS, c) {
+                    Ok(Progress::Partial) => {}
+                    Ok(Progress::Complete(_)) => return (Ok(()), parser.protocol().map(String::from)),
+                    Err(e) => return (Err(e), None),
+                }
+            }
+            (Err(ResponseError::Invalid("incomplete")), None)
+        };
+        let whole = run(&[resp]);
+        for cut in 0..=resp.len() {
+            assert_eq!(run(&[&resp[..cut], &resp[cut..]]), whole, "cut {cut}");
+        }
+        let ones: Vec<&[u8]> = resp.chunks(1).collect();
+        assert_eq!(run(&ones), whole, "byte at a time");
+        whole
+    }
+
+    /// §4.1: the client accepts a subprotocol only if it offered it.
+    #[test]
+    fn client_subprotocols() {
+        let key = encode_key([9; 16]);
+        let offered = ["v2.chat", "chat"];
+        let mut req = Vec::new();
+        write_client_request_with(&mut req, "h", "/", &key, &offered);
+        let (parsed, _) = parse_all_ways(&req).unwrap();
+        assert_eq!(parsed.offered_protocols().collect::<Vec<_>>(), offered);
+        let prefs = vec!["chat".to_string()];
+        let chosen = select_subprotocol(&parsed, &prefs);
+        let accept = |p: Option<&str>| {
+            let mut out = Vec::new();
+            write_accept_with(&mut out, &key, p, None).unwrap();
+            out
+        };
+        let with_offers = || ResponseParser::with_protocols(&key, &offered);
+        assert_eq!(
+            response_all_ways(with_offers, &accept(chosen)),
+            (Ok(()), Some("chat".into()))
+        );
+        assert_eq!(response_all_ways(with_offers, &accept(None)), (Ok(()), None));
+        let not_offered = ResponseError::Invalid("server selected a subprotocol that was not offered");
+        assert_eq!(
+            response_all_ways(with_offers, &accept(Some("v2"))).0,
+            Err(not_offered.clone())
+        );
+        assert_eq!(
+            response_all_ways(with_offers, &accept(Some("Chat"))).0,
+            Err(not_offered.clone())
+        );
+        // Offered none: any selection fails the connection.
+        let bare = || ResponseParser::new(&key);
+        assert_eq!(
+            response_all_ways(bare, &accept(Some("chat"))).0,
+            Err(not_offered.clone())
+        );
+        let empty = String::from_utf8(accept(None)).unwrap();
+        let empty = empty.replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol:\r\n\r\n");
+        assert_eq!(response_all_ways(bare, empty.as_bytes()).0, Err(not_offered));
+        // §11.3.4 / §11.3.3: not twice in a response.
+        let twice = String::from_utf8(accept(Some("chat"))).unwrap();
+        let twice = twice.replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: chat\r\n\r\n");
+        assert_eq!(
+            response_all_ways(with_offers, twice.as_bytes()).0,
+            Err(ResponseError::Invalid("more than one Sec-WebSocket-Protocol"))
+        );
+        let good = String::from_utf8(accept(None)).unwrap();
+        let accept_line = good.lines().find(|l| l.starts_with("Sec-WebSocket-Accept")).unwrap();
+        let twice = good.replace("\r\n\r\n", &format!("\r\n{accept_line}\r\n\r\n"));
+        assert_eq!(
+            response_all_ways(bare, twice.as_bytes()).0,
+            Err(ResponseError::Invalid("wrong Sec-WebSocket-Accept"))
+        );
+        // No list written, no field sent.
+        let mut plain = Vec::new();
+        write_client_request_with::<&str>(&mut plain, "h", "/", &key, &[]);
+        let mut old = Vec::new();
+        write_client_request(&mut old, "h", "/", &key);
+        assert_eq!(plain, old);
+        assert!(!String::from_utf8(old).unwrap().contains("Protocol"));
+    }
+
+    #[test]
+    fn client_status_lines() {
+        let key = encode_key([9; 16]);
+        let bare = || ResponseParser::new(&key);
+        let mut good = Vec::new();
+        write_accept(&mut good, &key);
+        let good = String::from_utf8(good).unwrap();
+        for (line, want) in [
+            ("HTTP/1.1 101 Switching Protocols", Ok(())),
+            ("HTTP/1.1 101 ", Ok(())),
+            ("HTTP/1.1 101", Ok(())),
+            ("HTTP/1.1 404 Not Found", Err(ResponseError::Status(404))),
+            ("HTTP/1.1 +101 X", Err(ResponseError::Invalid("malformed status code"))),
+            ("HTTP/1.1 1010 X", Err(ResponseError::Invalid("malformed status code"))),
+            ("HTTP/1.1 601 X", Err(ResponseError::Invalid("malformed status code"))),
+            ("HTTP/1.1 10 X", Err(ResponseError::Invalid("malformed status code"))),
+            ("HTTX/1.1 101 X", Err(ResponseError::Invalid("malformed HTTP version"))),
+            (
+                "HTTP/1.1 101 \x01",
+                Err(ResponseError::Invalid("control character in the message head")),
+            ),
+        ] {
+            let resp = good.replacen("HTTP/1.1 101 Switching Protocols", line, 1);
+            assert_eq!(response_all_ways(bare, resp.as_bytes()).0, want, "{line}");
+        }
     }
 }

@@ -19,14 +19,30 @@ pub struct HttpError {
     pub status: u16,
     /// One line for the response body and the log.
     pub reason: &'static str,
+    /// The methods the target resource takes, for the `Allow` field of a
+    /// 405 (RFC 9110 §15.5.6: "The origin server MUST generate an Allow
+    /// header field in a 405 response containing a list of the target
+    /// resource's currently supported methods"), e.g. `"GET, HEAD, POST"`.
+    pub allow: Option<&'static str>,
 }
 
 impl HttpError {
     pub const fn new(status: u16, reason: &'static str) -> Self {
-        HttpError { status, reason }
+        HttpError {
+            status,
+            reason,
+            allow: None,
+        }
     }
     pub(crate) const fn bad(reason: &'static str) -> Self {
-        HttpError { status: 400, reason }
+        HttpError::new(400, reason)
+    }
+    /// The same error carrying an `Allow` list (see [`HttpError::allow`]).
+    pub const fn with_allow(self, allow: &'static str) -> Self {
+        HttpError {
+            allow: Some(allow),
+            ..self
+        }
     }
 }
 
@@ -39,6 +55,7 @@ impl fmt::Display for HttpError {
 /// The reason phrase for the statuses this crate sends.
 pub fn status_text(status: u16) -> &'static str {
     match status {
+        100 => "Continue",
         101 => "Switching Protocols",
         200 => "OK",
         202 => "Accepted",
@@ -50,6 +67,8 @@ pub fn status_text(status: u16) -> &'static str {
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Content Too Large",
+        414 => "URI Too Long",
+        417 => "Expectation Failed",
         426 => "Upgrade Required",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
@@ -78,16 +97,36 @@ pub enum Progress {
     Complete(usize),
 }
 
-const TOO_LARGE: HttpError = HttpError::new(431, "request header block too large");
+pub(crate) const TOO_LARGE: HttpError = HttpError::new(431, "request header block too large");
 const TOO_MANY: HttpError = HttpError::new(431, "too many header fields");
+const BARE_CR: HttpError = HttpError::bad("bare CR in the message head");
+const BARE_LF: HttpError = HttpError::bad("line not ended by CRLF");
+const CONTROL: HttpError = HttpError::bad("control character in the message head");
 
 /// Splits a byte stream into the lines of a message head.
+///
+/// Every byte of the head is checked as it arrives:
+/// - RFC 9112 §2.2: lines end in CRLF. The same section lets a recipient
+///   also take a bare LF as a line end; we do not, because a proxy in front
+///   of us may split the same bytes into other lines (request smuggling), so
+///   a bare LF is a 400. "A sender MUST NOT generate a bare CR [...] A
+///   recipient of such a bare CR MUST consider that element to be invalid
+///   or replace each bare CR with SP": we reject it.
+/// - RFC 9110 §5.5: a field value is VCHAR, obs-text, SP and HTAB; "Field
+///   values containing CR, LF, or NUL characters are invalid and dangerous
+///   [...] a recipient MUST either reject the message or replace each of
+///   those characters with SP"; other CTLs are "also invalid". The start
+///   line admits no CTL either (RFC 9112 §3: method is a token, the target
+///   is URI characters, and §4: a reason phrase is HTAB / SP / VCHAR /
+///   obs-text). So any CTL but HTAB (0x00–0x1F, 0x7F) is a 400.
 #[derive(Debug, Default)]
 pub struct HeadReader {
     /// The unfinished last line (never contains `\n`).
     carry: Vec<u8>,
     size: usize,
     lines: usize,
+    /// The last byte seen was a CR, so the next one must be LF.
+    cr: bool,
 }
 
 impl HeadReader {
@@ -96,39 +135,49 @@ impl HeadReader {
     }
 
     /// Feeds `input`, calling `on_line` with each complete line (the start
-    /// line first, then each field line; line terminators removed).
+    /// line first, then each field line; line terminators removed). Bytes
+    /// after the head are not looked at.
     pub fn feed<F>(&mut self, limits: &HeadLimits, input: &[u8], mut on_line: F) -> Result<Progress, HttpError>
     where
         F: FnMut(&[u8]) -> Result<(), HttpError>,
     {
         let mut at = 0;
-        while let Some(i) = input[at..].iter().position(|&b| b == b'\n') {
-            let end = at + i + 1;
+        for (i, &b) in input.iter().enumerate() {
+            match b {
+                b'\n' if self.cr => {}
+                b'\n' => return Err(BARE_LF),
+                _ if self.cr => return Err(BARE_CR),
+                b'\r' => {
+                    self.cr = true;
+                    continue;
+                }
+                b'\t' | b' '..=b'~' | 0x80..=0xff => continue,
+                _ => return Err(CONTROL),
+            }
+            self.cr = false;
+            let end = i + 1;
             self.size += end - at;
             if self.size > limits.max_size {
                 return Err(TOO_LARGE);
             }
             let mut carried = std::mem::take(&mut self.carry);
             let line: &[u8] = if carried.is_empty() {
-                &input[at..at + i]
+                &input[at..i]
             } else {
-                carried.extend_from_slice(&input[at..at + i]);
+                carried.extend_from_slice(&input[at..i]);
                 &carried
             };
-            // RFC 9112 §2.2: lines end in CRLF; "a recipient MAY recognize a
-            // single LF as a line terminator and ignore any preceding CR".
+            // The CR before this LF (checked above), maybe in the carry.
             let line = line.strip_suffix(b"\r").unwrap_or(line);
             at = end;
             if line.is_empty() {
                 if self.lines == 0 {
                     // §2.2: a server "SHOULD ignore at least one empty line
-                    // (CRLF) received prior to the request-line".
+                    // (CRLF) received prior to the request-line" (all such
+                    // lines count toward the size limit).
                     continue;
                 }
                 return Ok(Progress::Complete(at));
-            }
-            if line.contains(&b'\r') {
-                return Err(HttpError::bad("bare CR in the request head"));
             }
             self.lines += 1;
             if self.lines > limits.max_fields + 1 {
@@ -154,9 +203,13 @@ impl HeadReader {
 }
 
 /// Splits a field line into a name and a value with surrounding whitespace
-/// removed (RFC 9110 §5.1, RFC 9112 §5). A line that starts with white space
-/// is obsolete line folding, which §5.2 lets a server reject with 400.
+/// removed (RFC 9110 §5.1, RFC 9112 §5). The line is one that
+/// [`HeadReader`] handed over, so it holds no CTL but HTAB (RFC 9110 §5.5).
 pub fn split_field(line: &[u8]) -> Result<(&[u8], &[u8]), HttpError> {
+    // RFC 9112 §5.2: a line that starts with white space is obsolete line
+    // folding, which a server may reject with 400; §2.2: "A recipient that
+    // receives whitespace between the start-line and the first header field
+    // MUST either reject the message as invalid or [...]".
     if matches!(line.first(), Some(b' ' | b'\t')) {
         return Err(HttpError::bad("obsolete line folding"));
     }
@@ -165,6 +218,13 @@ pub fn split_field(line: &[u8]) -> Result<(&[u8], &[u8]), HttpError> {
         .position(|&b| b == b':')
         .ok_or(HttpError::bad("header line without a colon"))?;
     let name = &line[..colon];
+    // RFC 9112 §5.1: "A server MUST reject, with a response status code of
+    // 400 (Bad Request), any received request message that contains
+    // whitespace between a header field name and colon."
+    if matches!(name.last(), Some(b' ' | b'\t')) {
+        return Err(HttpError::bad("whitespace between a header name and its colon"));
+    }
+    // RFC 9110 §5.1: field-name = token.
     if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
         return Err(HttpError::bad("invalid header name"));
     }
@@ -174,6 +234,11 @@ pub fn split_field(line: &[u8]) -> Result<(&[u8], &[u8]), HttpError> {
 /// RFC 9110 §5.6.2 token characters.
 pub fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Whether `v` is a non-empty RFC 9110 §5.6.2 token.
+pub fn is_token(v: &[u8]) -> bool {
+    !v.is_empty() && v.iter().all(|&b| is_tchar(b))
 }
 
 /// Trims optional white space (SP / HTAB) from both ends.
@@ -186,11 +251,16 @@ pub fn trim(v: &[u8]) -> &[u8] {
     &v[start..end]
 }
 
+/// The elements of a comma-separated list field value (RFC 9110 §5.6.1),
+/// trimmed; empty elements are skipped ("a recipient MUST parse and ignore
+/// a reasonable number of empty list elements").
+pub fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
+    value.split(|&b| b == b',').map(trim).filter(|e| !e.is_empty())
+}
+
 /// Whether a comma-separated field value lists `token` (ASCII case-insensitive).
 pub fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| trim(t).eq_ignore_ascii_case(token.as_bytes()))
+    list_elements(value).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Parses `HTTP/1.x` into x; other majors are not spoken here.
@@ -202,6 +272,195 @@ pub fn parse_version(v: &[u8]) -> Result<u8, HttpError> {
         }
         _ => Err(HttpError::bad("malformed HTTP version")),
     }
+}
+
+// ------------------------------------------------------ request target --
+
+/// A request target reduced to what an origin server uses (RFC 9112 §3.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestTarget<'a> {
+    /// The authority of an absolute-form target (validated as by
+    /// [`valid_authority`], never empty).
+    pub authority: Option<&'a [u8]>,
+    /// The origin-form part: absolute path and optional `?query`, or, for
+    /// an absolute-form target with an empty path, empty or `?query` (the
+    /// path is then "/", RFC 9110 §4.2.3).
+    pub path_and_query: &'a [u8],
+}
+
+/// Splits a request target. Origin-form (§3.2.1) and absolute-form with
+/// an `http` or `https` scheme (§3.2.2: "A server MUST accept the
+/// absolute-form in requests") are taken; authority-form (§3.2.3, for
+/// CONNECT) and asterisk-form (§3.2.4, for server-wide OPTIONS) are not
+/// served here (400), nor are other schemes.
+pub fn parse_target(target: &[u8]) -> Result<RequestTarget<'_>, HttpError> {
+    const BAD: HttpError = HttpError::bad("malformed request target");
+    // URI characters only (RFC 3986 §2): no SP (it ends the target), no
+    // CTL (rejected by the head reader), nothing outside ASCII, and no
+    // fragment (RFC 9112 §3.2: the forms have none; RFC 9110 §7.1: a
+    // fragment is not sent).
+    if !target.iter().all(|&b| b.is_ascii_graphic() && b != b'#') {
+        return Err(BAD);
+    }
+    match target.first() {
+        Some(b'/') => {
+            return Ok(RequestTarget {
+                authority: None,
+                path_and_query: target,
+            })
+        }
+        Some(b'*') => return Err(HttpError::bad("asterisk-form request target is not served")),
+        _ => {}
+    }
+    // absolute-URI = scheme ":" hier-part [ "?" query ] (RFC 3986 §4.3);
+    // scheme = ALPHA *( ALPHA / DIGIT / "+" / "-" / "." ) (§3.1).
+    let colon = target.iter().position(|&b| b == b':').ok_or(BAD)?;
+    let (scheme, rest) = (&target[..colon], &target[colon + 1..]);
+    let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme.iter().all(|&b| b.is_ascii_alphanumeric() || b"+-.".contains(&b));
+    let Some(rest) = rest.strip_prefix(b"//").filter(|_| scheme_ok) else {
+        return Err(HttpError::bad("authority-form request target is not served"));
+    };
+    // RFC 3986 §3.1: "schemes are case-insensitive".
+    if !scheme.eq_ignore_ascii_case(b"http") && !scheme.eq_ignore_ascii_case(b"https") {
+        return Err(HttpError::bad("request target scheme is not http or https"));
+    }
+    let end = rest.iter().position(|&b| b == b'/' || b == b'?').unwrap_or(rest.len());
+    let authority = &rest[..end];
+    // RFC 9110 §4.2.4: "Before making use of an "http" or "https" URI
+    // reference received from an untrusted source, a recipient SHOULD parse
+    // for userinfo and treat its presence as an error".
+    if authority.contains(&b'@') {
+        return Err(HttpError::bad("userinfo in the request target"));
+    }
+    // RFC 9110 §4.2.1: "A recipient that processes such a URI reference
+    // [with an empty host identifier] MUST reject it as invalid."
+    if !valid_authority(authority) {
+        return Err(HttpError::bad("invalid authority in the request target"));
+    }
+    Ok(RequestTarget {
+        authority: Some(authority),
+        path_and_query: &rest[end..],
+    })
+}
+
+/// Whether `v` is `uri-host [ ":" port ]` (RFC 9110 §7.2, RFC 3986
+/// §3.2.2–3.2.3) with a non-empty host (RFC 9110 §4.2.1: an http URI with
+/// an empty host is invalid): a reg-name (which covers IPv4address), or an
+/// IP-literal in brackets; the port is digits, possibly none (RFC 3986
+/// §3.2.3), and at most 65535, the largest TCP port.
+pub fn valid_authority(v: &[u8]) -> bool {
+    let (host, port) = if v.first() == Some(&b'[') {
+        let Some(close) = v.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        if !valid_ip_literal(&v[1..close]) {
+            return false;
+        }
+        match &v[close + 1..] {
+            [] => (&v[..close + 1], None),
+            [b':', port @ ..] => (&v[..close + 1], Some(port)),
+            _ => return false,
+        }
+    } else {
+        match v.iter().position(|&b| b == b':') {
+            Some(c) => (&v[..c], Some(&v[c + 1..])),
+            None => (v, None),
+        }
+    };
+    let port_ok = port.is_none_or(|p| {
+        p.iter().all(u8::is_ascii_digit)
+            && p.iter()
+                .try_fold(0u32, |n, &d| Some(n * 10 + u32::from(d - b'0')).filter(|&n| n <= 65535))
+                .is_some()
+    });
+    !host.is_empty() && port_ok && (host[0] == b'[' || valid_reg_name(host))
+}
+
+/// RFC 3986 §3.2.2: reg-name = *( unreserved / pct-encoded / sub-delims ).
+fn valid_reg_name(v: &[u8]) -> bool {
+    let mut i = 0;
+    while i < v.len() {
+        match v[i] {
+            b'%' => {
+                if !(v.get(i + 1).is_some_and(u8::is_ascii_hexdigit) && v.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+                {
+                    return false;
+                }
+                i += 3;
+            }
+            b if is_unreserved(b) || is_sub_delim(b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// RFC 3986 §3.2.2: IP-literal = "[" ( IPv6address / IPvFuture ) "]" (the
+/// part between the brackets); IPvFuture = "v" 1*HEXDIG "." 1*( unreserved
+/// / sub-delims / ":" ).
+fn valid_ip_literal(v: &[u8]) -> bool {
+    if let Some(rest) = v.strip_prefix(b"v").or_else(|| v.strip_prefix(b"V")) {
+        let Some(dot) = rest.iter().position(|&b| b == b'.') else {
+            return false;
+        };
+        let (ver, tail) = (&rest[..dot], &rest[dot + 1..]);
+        return !ver.is_empty()
+            && ver.iter().all(u8::is_ascii_hexdigit)
+            && !tail.is_empty()
+            && tail.iter().all(|&b| is_unreserved(b) || is_sub_delim(b) || b == b':');
+    }
+    std::str::from_utf8(v).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
+}
+
+/// RFC 3986 §2.3: unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~".
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+}
+
+/// RFC 3986 §2.2: sub-delims = "!" / "$" / "&" / "'" / "(" / ")" / "*" /
+/// "+" / "," / ";" / "=".
+fn is_sub_delim(b: u8) -> bool {
+    b"!$&'()*+,;=".contains(&b)
+}
+
+// ------------------------------------------------------- authorization --
+
+/// The token of `Authorization: Bearer <token>` (RFC 6750 §2.1), or None
+/// for another scheme or a malformed value. RFC 9110 §11.4: credentials =
+/// auth-scheme [ 1*SP ( token68 / #auth-param ) ], and §11.1: the scheme
+/// "uses a case-insensitive token"; RFC 9110 §11.2: token68 = 1*( ALPHA /
+/// DIGIT / "-" / "." / "_" / "~" / "+" / "/" ) *"=". Compare the result
+/// with [`token_matches`].
+pub fn bearer_token(value: &str) -> Option<&str> {
+    let value = value.trim_matches([' ', '\t']);
+    let (scheme, token) = value.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return None;
+    }
+    let token = token.trim_start_matches(' ');
+    let body = token.trim_end_matches('=');
+    let token68 = !body.is_empty()
+        && body
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~+/".contains(&b));
+    token68.then_some(token)
+}
+
+/// Whether `given` equals `expected`, in time that depends only on the
+/// length of `expected` (so neither the secret's bytes nor how many of
+/// them a guess got right leak through timing). A wrong length compares
+/// as unequal in the same time.
+pub fn token_matches(given: &[u8], expected: &[u8]) -> bool {
+    use subtle::ConstantTimeEq as _;
+    let mut equal = (given.len() as u64).ct_eq(&(expected.len() as u64));
+    for (i, e) in expected.iter().enumerate() {
+        // Past the end of `given`, compare with 0: the length check above
+        // already made the result false.
+        let g = given.get(i).copied().unwrap_or(0);
+        equal &= g.ct_eq(e);
+    }
+    equal.into()
 }
 
 #[cfg(test)]
@@ -248,11 +507,83 @@ mod tests {
         assert_eq!(p, Ok(Progress::Complete(1)));
     }
 
+    /// Feeds `head` whole, split at every offset, and one byte at a time;
+    /// checks that all ways agree and returns the lines and the outcome
+    /// (with `Complete(n)`, `n` counts from the start of `head`). A head
+    /// that completes must end with its empty line.
+    fn lines_all_ways(head: &[u8]) -> (Vec<String>, Result<Progress, HttpError>) {
+        let whole = lines_of(&[head]);
+        let total = |chunks: &[&[u8]]| {
+            let (lines, p) = lines_of(chunks);
+            // The chunks before the last one fed were used whole.
+            let last = chunks.iter().rposition(|c| !c.is_empty()).unwrap_or(0);
+            let before: usize = chunks[..last].iter().map(|c| c.len()).sum();
+            (
+                lines,
+                p.map(|p| {
+                    if let Progress::Complete(n) = p {
+                        Progress::Complete(before + n)
+                    } else {
+                        p
+                    }
+                }),
+            )
+        };
+        for cut in 0..=head.len() {
+            assert_eq!(total(&[&head[..cut], &head[cut..]]), whole, "cut {cut}");
+        }
+        let ones: Vec<&[u8]> = head.chunks(1).collect();
+        assert_eq!(total(&ones), whole, "byte at a time");
+        whole
+    }
+
     #[test]
-    fn bare_lf_and_leading_empty_line() {
-        let (lines, p) = lines_of(&[b"\r\nGET / HTTP/1.1\nHost: a\n\n"]);
+    fn leading_empty_line_is_ignored() {
+        let (lines, p) = lines_all_ways(b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n");
         assert_eq!(lines, ["GET / HTTP/1.1", "Host: a"]);
-        assert_eq!(p, Ok(Progress::Complete(26)));
+        assert_eq!(p, Ok(Progress::Complete(29)));
+    }
+
+    /// RFC 9112 §2.2: we take only CRLF as a line end; a bare LF or a bare
+    /// CR anywhere in the head is a 400.
+    #[test]
+    fn bare_lf_and_bare_cr_are_400() {
+        let cases: [(&[u8], HttpError); 8] = [
+            (b"GET / HTTP/1.1\nHost: a\r\n\r\n", BARE_LF),
+            (b"GET / HTTP/1.1\r\nHost: a\n\r\n", BARE_LF),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\n", BARE_LF),
+            (b"\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", BARE_LF),
+            (b"GET / HTTP/1.1\nHost: a\n\n", BARE_LF),
+            (b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n", BARE_CR),
+            (b"GET / HTTP/1.1\r\r\nHost: a\r\n\r\n", BARE_CR),
+            (b"GET / HTTP/1.1\r\nHost: a\r\n\r\r\n", BARE_CR),
+        ];
+        for (head, err) in cases {
+            assert_eq!(lines_all_ways(head).1, Err(err), "{}", String::from_utf8_lossy(head));
+        }
+    }
+
+    /// RFC 9110 §5.5: a CTL other than HTAB in a field value (or anywhere
+    /// else in the head) is a 400; HTAB, SP, VCHAR and obs-text are fine.
+    #[test]
+    fn control_characters() {
+        let ctls = (0u8..0x20).filter(|&b| !b"\t\r\n".contains(&b)).chain([0x7f]);
+        for c in ctls {
+            for at in ["GET /\u{1}x HTTP/1.1", "X-A: a\u{1}b", "X-A: \u{1}", "X\u{1}A: b"] {
+                let head =
+                    format!("GET / HTTP/1.1\r\n{at}\r\nHost: a\r\n\r\n").replace('\u{1}', &char::from(c).to_string());
+                let head = head.replacen("GET / HTTP/1.1\r\nGET", "GET", 1);
+                assert_eq!(lines_all_ways(head.as_bytes()).1, Err(CONTROL), "{c:#x} in {at}");
+            }
+        }
+        let fine = b"GET / HTTP/1.1\r\nX-A: a\tb \x80\xff~\r\n\r\n";
+        let (lines, p) = lines_all_ways(fine);
+        assert_eq!(p, Ok(Progress::Complete(fine.len())));
+        assert_eq!(lines[1].as_bytes(), "X-A: a\tb \u{fffd}\u{fffd}~".as_bytes());
+        // Bytes after the head (a body, frames) are not looked at.
+        let mut then_body = b"GET / HTTP/1.1\r\n\r\n".to_vec();
+        then_body.extend_from_slice(b"\x00\x01\n\r");
+        assert_eq!(lines_of(&[&then_body]).1, Ok(Progress::Complete(18)));
     }
 
     #[test]
@@ -287,6 +618,153 @@ mod tests {
         );
         assert_eq!(split_field(b"Bad Name: x"), Err(HttpError::bad("invalid header name")));
         assert_eq!(split_field(b": x"), Err(HttpError::bad("invalid header name")));
+        // RFC 9112 §5.1: no whitespace between the name and the colon.
+        for line in [&b"Host : x"[..], b"Host\t: x", b"Host  :x"] {
+            assert_eq!(
+                split_field(line),
+                Err(HttpError::bad("whitespace between a header name and its colon"))
+            );
+        }
+    }
+
+    #[test]
+    fn authorities() {
+        let good: &[&[u8]] = &[
+            b"example.com",
+            b"example.com:8080",
+            b"example.com:",
+            b"127.0.0.1:9001",
+            b"EXAMPLE.com",
+            b"xn--bcher-kva.example",
+            b"a-b_c~d.e",
+            b"%41bc",
+            b"!$&'()*+,;=",
+            b"[::1]",
+            b"[::1]:443",
+            b"[2001:db8::7]:",
+            b"[::ffff:192.0.2.1]",
+            b"[v1.fe80::a+en1]",
+            b"h:65535",
+            b"h:0080",
+        ];
+        for v in good {
+            assert!(valid_authority(v), "{}", String::from_utf8_lossy(v));
+        }
+        let bad: &[&[u8]] = &[
+            b"",
+            b":80",
+            b"evil.example@@:x:y",
+            b"user@host",
+            b"a:b:c",
+            b"host:x",
+            b"host:-1",
+            b"host:+80",
+            b"host:65536",
+            b"host:99999999999999999999",
+            b"host name",
+            b"host/path",
+            b"host?q",
+            b"%4",
+            b"%zz",
+            b"h\xff",
+            b"[::1",
+            b"[::1]x",
+            b"[::1]:x",
+            b"[1.2.3.4]",
+            b"[::g]",
+            b"[]",
+            b"[v1.]",
+            b"[v.x]",
+            b"[fe80::1%25eth0]",
+            b"\"quoted\"",
+        ];
+        for v in bad {
+            assert!(!valid_authority(v), "{}", String::from_utf8_lossy(v));
+        }
+    }
+
+    #[test]
+    fn request_targets() {
+        let ok = |t: &[u8], auth: Option<&[u8]>, rest: &[u8]| {
+            assert_eq!(
+                parse_target(t),
+                Ok(RequestTarget {
+                    authority: auth,
+                    path_and_query: rest
+                }),
+                "{}",
+                String::from_utf8_lossy(t)
+            );
+        };
+        ok(b"/", None, b"/");
+        ok(b"/a/b?c=d&e", None, b"/a/b?c=d&e");
+        ok(b"//x", None, b"//x");
+        ok(b"http://h:1/healthz?x", Some(b"h:1"), b"/healthz?x");
+        ok(b"HTTPS://h", Some(b"h"), b"");
+        ok(b"Http://h?q", Some(b"h"), b"?q");
+        ok(b"http://[::1]:8080/", Some(b"[::1]:8080"), b"/");
+        let bad: &[(&[u8], &str)] = &[
+            (b"*", "asterisk-form request target is not served"),
+            (b"example.com:443", "authority-form request target is not served"),
+            (b"h:443", "authority-form request target is not served"),
+            (b"chat", "malformed request target"),
+            (b"", "malformed request target"),
+            (b"/a#frag", "malformed request target"),
+            (b"/caf\xc3\xa9", "malformed request target"),
+            (b"ws://h/", "request target scheme is not http or https"),
+            (b"wss://h/", "request target scheme is not http or https"),
+            (b"ftp://h/", "request target scheme is not http or https"),
+            (b"http:/h/", "authority-form request target is not served"),
+            (b"1http://h/", "authority-form request target is not served"),
+            (b"http://u@h/", "userinfo in the request target"),
+            (b"http:///x", "invalid authority in the request target"),
+            (b"http://:80/x", "invalid authority in the request target"),
+            (b"http://h:x/", "invalid authority in the request target"),
+            (b"http://h%/", "invalid authority in the request target"),
+        ];
+        for (t, why) in bad {
+            assert_eq!(
+                parse_target(t),
+                Err(HttpError::bad(why)),
+                "{}",
+                String::from_utf8_lossy(t)
+            );
+        }
+    }
+
+    #[test]
+    fn bearer_tokens() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER   a-b.c_d~e+f/g==", Some("a-b.c_d~e+f/g==")),
+            ("  Bearer abc  ", Some("abc")),
+            ("Bearer", None),
+            ("Bearer ", None),
+            ("Bearer ==", None),
+            ("Bearer a=b", None),
+            ("Bearer a b", None),
+            ("Bearer a,b", None),
+            ("Bearer\tabc", None),
+            ("Basic YWxhZGRpbjpvcGVuc2VzYW1l", None),
+            ("Bearerabc", None),
+            ("Bearer abc\u{e9}", None),
+        ];
+        for (value, want) in cases {
+            assert_eq!(bearer_token(value), *want, "{value:?}");
+        }
+    }
+
+    #[test]
+    fn token_comparison() {
+        assert!(token_matches(b"secret", b"secret"));
+        assert!(token_matches(b"", b""));
+        for given in [&b"secreT"[..], b"secre", b"secret\0", b"", b"Secret", b"secretsecret"] {
+            assert!(!token_matches(given, b"secret"), "{given:?}");
+        }
+        // A guess that is a prefix padded with NULs is not a match either.
+        assert!(!token_matches(b"ab", b"ab\0"));
+        assert!(!token_matches(b"ab\0", b"ab"));
     }
 
     #[test]
