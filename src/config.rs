@@ -52,8 +52,12 @@ pub struct Config {
     /// Required as `Authorization: Bearer <token>` on HTTP publish.
     pub publish_token: Option<String>,
     pub max_connections: usize,
-    /// Origins allowed to open WebSockets (exact match); empty: any.
+    /// Origins allowed to open WebSockets and to publish (exact match);
+    /// empty: any.
     pub allowed_origins: Vec<String>,
+    /// Subprotocols the server speaks, in its order of preference: the
+    /// first one the client offers is selected (RFC 6455 §4.2.2).
+    pub subprotocols: Vec<String>,
     pub handshake_timeout: Duration,
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
@@ -88,6 +92,7 @@ impl Default for Config {
             publish_token: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             allowed_origins: Vec::new(),
+            subprotocols: Vec::new(),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             ping_interval: DEFAULT_PING_INTERVAL,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,

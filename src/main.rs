@@ -47,11 +47,20 @@ struct Cli {
     /// Most open connections; past it new ones get HTTP 503 and are closed.
     #[arg(long, default_value_t = config::DEFAULT_MAX_CONNECTIONS)]
     max_connections: usize,
-    /// Origins allowed to open WebSockets, exact match (repeat the flag or
-    /// separate with commas). A browser from any other origin gets 403;
-    /// clients that send no Origin are allowed. Default: any origin.
+    /// Origins allowed to open WebSockets and to publish over HTTP, exact
+    /// match (repeat the flag or separate with commas). A browser from any
+    /// other origin gets 403; clients that send no Origin are allowed.
+    /// Default: any origin.
     #[arg(long, value_delimiter = ',')]
     allow_origin: Vec<String>,
+    /// A subprotocol the server speaks (repeat the flag for several, in the
+    /// server's order of preference). Of the protocols a client offers in
+    /// Sec-WebSocket-Protocol, the first one listed here is selected and
+    /// echoed (RFC 6455 §4.2.2). If none matches, the handshake completes
+    /// without one, and a client that required one (every browser that
+    /// asked) fails the connection itself. Default: none.
+    #[arg(long = "subprotocol", value_name = "NAME")]
+    subprotocols: Vec<String>,
     /// Seconds a client has to complete its request head (408 after it, or
     /// a plain close if it sent nothing).
     #[arg(long, default_value_t = config::DEFAULT_HANDSHAKE_TIMEOUT.as_secs_f64())]
@@ -99,6 +108,7 @@ fn main() {
         publish_token: cli.publish_token.clone(),
         max_connections: cli.max_connections,
         allowed_origins: cli.allow_origin.clone(),
+        subprotocols: cli.subprotocols.clone(),
         handshake_timeout: seconds("handshake-timeout", cli.handshake_timeout),
         ping_interval: seconds("ping-interval", cli.ping_interval),
         idle_timeout: seconds("idle-timeout", cli.idle_timeout),

@@ -134,7 +134,7 @@ fn absolute_form_targets_are_accepted() {
 }
 
 #[test]
-fn offered_subprotocols_and_extensions_are_not_echoed() {
+fn without_configured_subprotocols_offers_and_extensions_are_not_echoed() {
     let d = Daemon::start(&[]);
     let mut c = Raw::connect(d.addr);
     c.send(
@@ -194,4 +194,79 @@ fn bodies_on_anything_but_publish_and_missing_host_are_400() {
     );
     refused(&d, "GET /healthz HTTP/1.1\r\n\r\n", 400);
     refused(&d, &replace("\r\n\r\n", "\r\nContent-Length: 5\r\n\r\n"), 400);
+}
+
+#[test]
+fn subprotocols_in_server_preference_order_with_tungstenite() {
+    use tungstenite::client::IntoClientRequest;
+    let d = Daemon::start(&["--subprotocol", "graphql-ws", "--subprotocol", "chat"]);
+    let connect = |offer: &str| {
+        let mut req = d.url("/echo").into_client_request().unwrap();
+        req.headers_mut()
+            .insert("Sec-WebSocket-Protocol", offer.parse().unwrap());
+        tungstenite::connect(req).map_err(|e| e.to_string())
+    };
+    // The client prefers chat; the server's order wins. (No space after
+    // the commas: tungstenite 0.24 does not trim the offers it compares.)
+    let (mut ws, resp) = connect("chat,graphql-ws").expect("handshake");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "graphql-ws");
+    ws.send(tungstenite::Message::text("hi")).unwrap();
+    assert_eq!(ws.read().unwrap(), tungstenite::Message::text("hi"));
+    let (_, resp) = connect("mqtt,chat").expect("handshake");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "chat");
+    // None matches: the server selects none, and tungstenite (like every
+    // browser) fails the connection because it asked for one.
+    assert!(connect("mqtt").is_err());
+    let mut c = Raw::connect(d.addr);
+    c.send(replace("\r\n\r\n", "\r\nSec-WebSocket-Protocol: mqtt\r\n\r\n").as_bytes());
+    let (status, head, _) = c.read_response();
+    assert_eq!(status, 101);
+    assert!(!head.to_ascii_lowercase().contains("sec-websocket-protocol"), "{head}");
+}
+
+#[test]
+fn http_semantics_head_allow_expect_bearer_and_origin_on_publish() {
+    let d = Daemon::start(&["--publish-token", "t0k", "--allow-origin", "https://good.example"]);
+    // HEAD of an error: the head only, with the GET's Content-Length.
+    let mut c = Raw::connect(d.addr);
+    c.send(b"HEAD /nowhere HTTP/1.1\r\nHost: x\r\n\r\n");
+    let (status, head, _) = c.read_response_head();
+    assert_eq!(status, 404);
+    assert!(head.contains("Content-Length: "), "{head}");
+    c.expect_eof(); // no body bytes before the end
+                    // 405 lists every method the path takes.
+    let head = refused(&d, &replace("GET /echo", "PUT /broadcast/r"), 405);
+    assert!(head.contains("\r\nAllow: GET, POST\r\n"), "{head}");
+    let head = refused(&d, "DELETE /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 405);
+    assert!(head.contains("\r\nAllow: GET, HEAD\r\n"), "{head}");
+    // Expect: 100-continue gets its 100 before the body is sent, and the
+    // scheme of Authorization is case-insensitive.
+    let mut member = Raw::open_path(d.addr, "/broadcast/r");
+    let mut c = Raw::connect(d.addr);
+    c.send(b"POST /broadcast/r HTTP/1.1\r\nHost: x\r\nauthorization: bEaReR t0k\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
+    let (status, _, _) = c.read_response_head();
+    assert_eq!(status, 100);
+    c.send(b"hello");
+    assert_eq!(c.read_response().0, 202);
+    assert_eq!(member.read_frame().payload, b"hello");
+    // Another expectation: 417.
+    refused(
+        &d,
+        "POST /broadcast/r HTTP/1.1\r\nHost: x\r\nExpect: teapot\r\nContent-Length: 1\r\n\r\n",
+        417,
+    );
+    // A browser page from another origin may not publish (CSRF).
+    let publish = |origin: &str| {
+        let mut c = Raw::connect(d.addr);
+        c.send(format!("POST /broadcast/r HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t0k\r\nOrigin: {origin}\r\nContent-Length: 1\r\nConnection: close\r\n\r\nx").as_bytes());
+        c.read_response().0
+    };
+    assert_eq!(publish("https://evil.example"), 403);
+    assert_eq!(publish("https://good.example"), 202);
+    // ...nor join a room.
+    refused(
+        &d,
+        &replace("GET /echo", "GET /broadcast/r").replacen("\r\n\r\n", "\r\nOrigin: https://evil.example\r\n\r\n", 1),
+        403,
+    );
 }

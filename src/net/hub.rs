@@ -273,16 +273,13 @@ impl<S: Transport> Hub<S> {
             // connection, so a client that sends many requests and reads
             // nothing cannot grow our memory.
             let close = wbuf.len() + conn.queued() >= config.max_backpressure;
-            answer(
-                conn,
-                settings,
-                now,
-                reply,
-                metrics_body.as_deref(),
-                close,
-                service,
-                wbuf,
-            );
+            match &reply {
+                Reply::Upgrade { route, .. } => conn.route = *route,
+                Reply::Refuse(e) => service.stats.count_http_error(e.status),
+                _ => {}
+            }
+            let answer = to_answer(&reply, config, metrics_body.as_deref(), close);
+            conn.proto.answer(settings, now, answer, wbuf);
         }
     }
 
@@ -422,32 +419,17 @@ impl<S: Transport> Hub<S> {
     }
 }
 
-/// Answers the request connection `conn` handed out with `reply`.
-#[allow(clippy::too_many_arguments)]
-fn answer<S>(
-    conn: &mut Conn<S>,
-    settings: &Settings,
-    now: u64,
-    reply: Reply,
-    metrics_body: Option<&[u8]>,
-    close: bool,
-    service: &mut Service,
-    wbuf: &mut Vec<u8>,
-) {
-    let answer = match &reply {
-        Reply::Upgrade(route) => {
-            conn.route = *route;
-            Answer::Upgrade {
-                protocol: None,
-                extensions: None,
-            }
-        }
+/// The protocol-level answer for a service's reply. `close`: end the
+/// connection after a response.
+fn to_answer<'r>(reply: &'r Reply, config: &'r Config, metrics_body: Option<&'r [u8]>, close: bool) -> Answer<'r> {
+    match reply {
+        Reply::Upgrade { protocol, .. } => Answer::Upgrade {
+            protocol: protocol.and_then(|i| config.subprotocols.get(i)).map(String::as_str),
+            extensions: None,
+        },
         Reply::Respond(page) => Answer::Respond(respond(page, close)),
         Reply::ReadBody(len) => Answer::ReadBody(*len),
-        Reply::Refuse(e) => {
-            service.stats.count_http_error(e.status);
-            Answer::Refuse(*e)
-        }
+        Reply::Refuse(e) => Answer::Refuse(*e),
         Reply::Metrics => Answer::Respond(Response {
             status: 200,
             content_type: metrics::CONTENT_TYPE,
@@ -455,8 +437,7 @@ fn answer<S>(
             headers: "",
             close: true,
         }),
-    };
-    conn.proto.answer(settings, now, answer, wbuf);
+    }
 }
 
 fn respond(page: &Page, close: bool) -> Response<'_> {

@@ -319,7 +319,10 @@ impl Connection {
                     };
                     Some(Event::Request(req.parser.request()))
                 }
-                Err(e) => Some(self.refuse(s, now, e, false, out)),
+                Err(e) => {
+                    let head_only = req.parser.request().method == Method::Head;
+                    Some(self.refuse(s, now, e, head_only, out))
+                }
             },
             Stage::Body(len) => {
                 let take = (len - req.body.len()).min(input.len() - *pos);
@@ -391,8 +394,7 @@ impl Connection {
 
     /// Queues the error response for `e` and ends the connection.
     fn refuse(&mut self, s: &Settings, now: u64, e: HttpError, head_only: bool, out: &mut Vec<u8>) -> Event<'static> {
-        handshake::write_error(out, &e);
-        let _ = head_only;
+        handshake::write_error_response(out, &e, head_only);
         self.end(s, now);
         Event::Refused(e)
     }
@@ -412,14 +414,17 @@ impl Connection {
         let head_only = request.method == Method::Head;
         let keep_alive = request.keep_alive();
         let key = request.key;
+        let expect_continue = request.expect_continue;
         match answer {
             Answer::Upgrade { protocol, extensions } => {
                 let Some(key) = key else {
                     self.refuse(s, now, HttpError::bad("missing Sec-WebSocket-Key"), head_only, out);
                     return;
                 };
-                handshake::write_accept(out, &key);
-                let _ = (protocol, extensions);
+                if let Err(e) = handshake::write_accept_with(out, &key, protocol, extensions) {
+                    self.refuse(s, now, e, head_only, out);
+                    return;
+                }
                 self.state = State::Open {
                     session: Session::server(),
                     last_active: now,
@@ -432,7 +437,9 @@ impl Connection {
                 // started it is pointless ("MUST NOT send a 100 (Continue)
                 // response if [...] already received some or all of the
                 // content").
-                let _ = body_started;
+                if expect_continue && !body_started && len > 0 {
+                    handshake::write_continue(out);
+                }
                 req.body = Vec::with_capacity(len.min(64 << 10));
                 *stage = if len == 0 { Stage::BodyRouting } else { Stage::Body(len) };
             }
@@ -503,9 +510,11 @@ impl Connection {
         }
         match &mut self.state {
             State::Http { req, .. } => {
-                if req.parser.started() || !req.body.is_empty() {
+                if req.parser.started() {
                     // Slowloris: RFC 9110 §15.5.9, 408 Request Timeout.
-                    handshake::write_error(out, &HttpError::new(408, "request not completed in time"));
+                    let head_only = req.parser.request().method == Method::Head;
+                    let e = HttpError::new(408, "request not completed in time");
+                    handshake::write_error_response(out, &e, head_only);
                     self.end(s, now);
                 } else {
                     // Nothing came (a pre-connect, or a kept-alive connection

@@ -7,8 +7,8 @@ pub mod echo;
 pub mod metrics;
 
 use crate::config::Config;
-use crate::proto::handshake::{Key, Method, Request};
-use crate::proto::http::HttpError;
+use crate::proto::handshake::{self, Key, Method, Request};
+use crate::proto::http::{self, HttpError};
 use crate::proto::MessageKind;
 use broadcast::{RoomId, Rooms};
 use metrics::Stats;
@@ -54,8 +54,9 @@ pub enum Route {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// Complete the WebSocket handshake; the connection then belongs to
-    /// this route.
-    Upgrade(Route),
+    /// `route`. `protocol`: the selected subprotocol, an index into
+    /// [`Config::subprotocols`].
+    Upgrade { route: Route, protocol: Option<usize> },
     /// A complete response.
     Respond(Page),
     /// Read a body of this many bytes and hand it to [`Service::on_body`].
@@ -98,11 +99,24 @@ impl Service {
             Ok(t) => t,
             Err(e) => return Reply::Refuse(e),
         };
+        // RFC 6455 §4.2.2 step 5.5: the first of the server's subprotocols
+        // that the client offered; none if no offer matches (a browser that
+        // asked for one then fails the connection itself).
+        let protocol = || {
+            let chosen = handshake::select_subprotocol(req, &config.subprotocols)?;
+            config.subprotocols.iter().position(|p| p == chosen)
+        };
         match target {
-            Target::Echo(_) => Reply::Upgrade(Route::Echo),
+            Target::Echo(_) => Reply::Upgrade {
+                route: Route::Echo,
+                protocol: protocol(),
+            },
             Target::Join(_, name, presence) => {
                 let room = self.rooms.join(&name, key, presence.as_deref());
-                Reply::Upgrade(Route::Room(room))
+                Reply::Upgrade {
+                    route: Route::Room(room),
+                    protocol: protocol(),
+                }
             }
             Target::Page => Reply::Respond(Page {
                 status: 200,
@@ -193,16 +207,12 @@ pub(crate) fn route(req: &Request, config: &Config) -> Result<Target, HttpError>
     if has_body && !(req.method == Method::Post && path.starts_with("/broadcast")) {
         return Err(HttpError::bad("unexpected request body"));
     }
-    // RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status
-    // code to any HTTP/1.1 request message that lacks a Host header field."
-    if req.minor_version >= 1 && !req.host {
-        return Err(HttpError::bad("missing Host header"));
-    }
+    // (A missing Host in HTTP/1.1 is refused by the parser, RFC 9112 §3.2.)
     let get_only = |target| {
         if matches!(req.method, Method::Get | Method::Head) {
             Ok(target)
         } else {
-            Err(HttpError::new(405, "this endpoint takes GET"))
+            Err(HttpError::new(405, "this endpoint takes GET").with_allow("GET, HEAD"))
         }
     };
     match path {
@@ -213,7 +223,8 @@ pub(crate) fn route(req: &Request, config: &Config) -> Result<Target, HttpError>
         "/" if !req.wants_upgrade() => return get_only(Target::Page),
         "/" | "/echo" => {
             if req.method != Method::Get {
-                return Err(HttpError::new(405, "WebSocket endpoints take GET"));
+                let allow = if path == "/" { "GET, HEAD" } else { "GET" };
+                return Err(HttpError::new(405, "WebSocket endpoints take GET").with_allow(allow));
             }
             let key = req.websocket_key()?;
             check_origin(req, config)?;
@@ -232,21 +243,26 @@ pub(crate) fn route(req: &Request, config: &Config) -> Result<Target, HttpError>
             Ok(Target::Join(key, room, presence(req.query())))
         }
         Method::Post => route_publish(req, config, room),
-        _ => Err(HttpError::new(
-            405,
-            "broadcast endpoints take GET (WebSocket) or POST (publish)",
-        )),
+        _ => Err(
+            HttpError::new(405, "broadcast endpoints take GET (WebSocket) or POST (publish)").with_allow("GET, POST"),
+        ),
     }
 }
 
 /// `POST /broadcast/{room}`: the checks of an HTTP publish.
 fn route_publish(req: &Request, config: &Config, room: String) -> Result<Target, HttpError> {
+    // A browser page from another origin may POST here too (a simple
+    // cross-site request needs no preflight): with an Origin allowlist,
+    // refuse it as for WebSockets.
+    check_origin(req, config)?;
     if let Some(token) = &config.publish_token {
+        // RFC 9110 §11.1: the scheme is case-insensitive. The token is
+        // compared in constant time.
         let ok = req
             .authorization
             .as_deref()
-            .and_then(|a| a.strip_prefix("Bearer "))
-            .is_some_and(|t| t.trim() == token);
+            .and_then(http::bearer_token)
+            .is_some_and(|t| http::token_matches(t.as_bytes(), token.as_bytes()));
         if !ok {
             return Err(HttpError::new(401, "publishing needs Authorization: Bearer <token>"));
         }
