@@ -4,10 +4,12 @@
 //!   close codes, message reassembly). Usable in either role.
 //! - [`net`]: the poll loop and per-connection glue; the only code that
 //!   touches sockets.
-//! - [`service`]: what the server does with messages (echo, broadcast).
+//! - `service`: what the server does with requests and messages (echo,
+//!   broadcast rooms, the plain HTTP answers, metrics). Internal.
 //! - [`config`]: every limit and setting, in one place.
+#![forbid(unsafe_code)]
 
 pub mod config;
 pub mod net;
 pub mod proto;
-pub mod service;
+pub(crate) mod service;

@@ -435,7 +435,7 @@ fn to_answer<'r>(reply: &'r Reply, config: &'r Config, metrics_body: Option<&'r 
             content_type: metrics::CONTENT_TYPE,
             body: metrics_body.unwrap_or_default(),
             headers: "",
-            close: true,
+            close,
         }),
     }
 }

@@ -12,7 +12,6 @@ use super::hub::Hub;
 use crate::config::Config;
 use crate::proto::handshake;
 use crate::proto::http::HttpError;
-use crate::service::metrics::Stats;
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
@@ -93,15 +92,6 @@ impl Server {
 
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         Ok(self.local_addr)
-    }
-
-    /// Open connections.
-    pub fn connections(&self) -> usize {
-        self.hub.len()
-    }
-
-    pub fn stats(&self) -> &Stats {
-        &self.hub.service.stats
     }
 
     /// Makes SIGTERM and SIGINT start a graceful shutdown (a second one
@@ -224,7 +214,7 @@ impl Server {
     /// Graceful shutdown: stop accepting, deliver what is already queued,
     /// send Close 1001 "going away" to every WebSocket client and keep
     /// flushing until all have closed or the grace period is over.
-    pub fn begin_shutdown(&mut self, now: u64) {
+    fn begin_shutdown(&mut self, now: u64) {
         info!("shutting down: closing {} connections", self.hub.len());
         self.listener = None;
         self.accept_paused = false;

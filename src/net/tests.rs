@@ -720,3 +720,25 @@ fn shutdown_delivers_what_was_broadcast_then_closes_1001() {
     w.settle();
     assert!(a.closed());
 }
+
+#[test]
+fn each_kept_alive_request_gets_a_deadline_of_its_own() {
+    let mut w = World::new(Config {
+        handshake_timeout: std::time::Duration::from_millis(500),
+        ..config()
+    });
+    let mut c = w.connect();
+    // One request every 200 ms for over twice the timeout.
+    for i in 0..6 {
+        w.advance_to(i * 200);
+        c.send(health("").as_bytes());
+        w.settle();
+        assert_eq!(c.response().map(|r| r.0), Some(200), "at {} ms", w.now);
+    }
+    // Then silence: the connection goes after one timeout, without a 408
+    // (nothing of a next request came).
+    w.advance_to(1000 + 499);
+    assert!(!c.closed());
+    w.advance_to(1000 + 500);
+    assert!(c.closed() && c.response().is_none());
+}

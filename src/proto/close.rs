@@ -59,6 +59,14 @@ impl BadClose {
     }
 }
 
+impl core::fmt::Display for BadClose {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::error::Error for BadClose {}
+
 /// Parses the body of a received Close frame into (code, reason). An empty
 /// body is allowed and has no code (§7.1.5: the status code is then
 /// "considered to be 1005").

@@ -84,6 +84,16 @@ pub enum HeaderError {
     LengthHighBit,
 }
 
+impl core::fmt::Display for HeaderError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            HeaderError::LengthHighBit => f.write_str("64-bit payload length with the top bit set"),
+        }
+    }
+}
+
+impl std::error::Error for HeaderError {}
+
 /// How many header bytes follow from the first two: 2, 4 or 10, plus 4 if
 /// the mask bit is set.
 pub fn header_len(second_byte: u8) -> usize {

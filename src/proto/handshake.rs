@@ -698,6 +698,17 @@ pub enum ResponseError {
     Invalid(&'static str),
 }
 
+impl std::fmt::Display for ResponseError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ResponseError::Status(status) => write!(f, "the server answered {status} {}", http::status_text(*status)),
+            ResponseError::Invalid(why) => write!(f, "invalid handshake response: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for ResponseError {}
+
 /// Reads and checks a server's handshake response (§4.1, "the client MUST
 /// validate the server's response").
 #[derive(Debug)]

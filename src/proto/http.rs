@@ -52,6 +52,8 @@ impl fmt::Display for HttpError {
     }
 }
 
+impl std::error::Error for HttpError {}
+
 /// The reason phrase for the statuses this crate sends.
 pub fn status_text(status: u16) -> &'static str {
     match status {

@@ -112,6 +112,8 @@ impl core::fmt::Display for ProtocolError {
     }
 }
 
+impl std::error::Error for ProtocolError {}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Data flows both ways.

@@ -18,6 +18,14 @@ use core::str;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InvalidUtf8;
 
+impl core::fmt::Display for InvalidUtf8 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str("invalid UTF-8")
+    }
+}
+
+impl std::error::Error for InvalidUtf8 {}
+
 /// Validates a UTF-8 stream fed in arbitrary pieces.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Utf8Validator {

@@ -129,6 +129,7 @@ impl Rooms {
         self.by_name.get(name).copied()
     }
 
+    #[cfg(test)]
     pub fn get(&self, room: RoomId) -> Option<&Room> {
         self.rooms.get(room)
     }
@@ -140,10 +141,6 @@ impl Rooms {
     /// Number of rooms.
     pub fn len(&self) -> usize {
         self.rooms.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.rooms.is_empty()
     }
 
     /// Encodes a message once into the room's batch. Returns the number of

@@ -200,7 +200,9 @@ impl Raw {
                 self.buf.extend_from_slice(&tmp[..n]);
                 n
             }
-            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => 0,
+            // A reset is not an end: the server promises to close with a
+            // FIN after its last word (RFC 6455 §7.1.1), and a reset can
+            // destroy that word before we read it.
             Err(e) => panic!("read failed (deadline {DEADLINE:?}): {e}"),
         }
     }
@@ -296,8 +298,9 @@ impl Raw {
         }
     }
 
-    /// Asserts that the server closes the TCP connection (within the
-    /// deadline) without sending anything more.
+    /// Asserts that the server closes the TCP connection with a FIN (not a
+    /// reset: `fill` fails on one), within the deadline, without sending
+    /// anything more.
     pub fn expect_eof(&mut self) {
         self.buf.drain(..self.start);
         self.start = 0;
