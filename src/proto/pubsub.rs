@@ -995,6 +995,14 @@ mod tests {
             // Ids: 0, u64::MAX, strings echoed as written.
             (r#"{"type":"subscribe","topic":"a","id":0}"#, sub(one("a"), num(0))),
             (
+                " { \"id\" : 7 ,\"type\":\"subscribe\",\"topic\":\"a\"}",
+                sub(one("a"), num(7)),
+            ),
+            (
+                "{\"id\":\t\"s\"\n,\"type\":\"subscribe\",\"topic\":\"a\"}",
+                sub(one("a"), str_id("\"s\"")),
+            ),
+            (
                 r#"{"id":18446744073709551615,"type":"subscribe","topic":"a"}"#,
                 sub(one("a"), num(u64::MAX)),
             ),
