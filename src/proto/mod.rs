@@ -15,6 +15,7 @@ pub mod frame;
 pub mod handshake;
 pub mod http;
 pub mod mask;
+pub mod pubsub;
 pub mod session;
 pub mod utf8;
 
