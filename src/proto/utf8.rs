@@ -108,15 +108,31 @@ mod tests {
     /// the first bad byte).
     fn check_all_splits(bytes: &[u8]) {
         let expect_ok = str::from_utf8(bytes).is_ok();
+        // The length of the shortest prefix that no continuation can make
+        // valid: the validator must say so by the time it has seen it.
+        let doomed_at =
+            (1..=bytes.len()).find(|&k| str::from_utf8(&bytes[..k]).is_err_and(|e| e.error_len().is_some()));
         for i in 0..=bytes.len() {
             for j in i..=bytes.len() {
                 let mut v = Utf8Validator::new();
-                let r = v
-                    .feed(&bytes[..i])
-                    .and_then(|_| v.feed(&bytes[i..j]))
-                    .and_then(|_| v.feed(&bytes[j..]))
-                    .and_then(|_| v.finish());
+                let chunks = [&bytes[..i], &bytes[i..j], &bytes[j..]];
+                let failed_in = chunks.iter().position(|c| v.feed(c).is_err());
+                let r = match failed_in {
+                    Some(_) => Err(InvalidUtf8),
+                    None => v.finish(),
+                };
                 assert_eq!(r.is_ok(), expect_ok, "{bytes:x?} split at {i},{j}");
+                if let Some(k) = doomed_at {
+                    // The chunk holding byte k - 1 is the one that must fail.
+                    let due = if k <= i {
+                        0
+                    } else if k <= j {
+                        1
+                    } else {
+                        2
+                    };
+                    assert_eq!(failed_in, Some(due), "{bytes:x?} split at {i},{j}: failed late");
+                }
             }
         }
     }

@@ -83,8 +83,11 @@ fn check_with(role: Role, limits: Limits, input: &[u8], events: &[Ev], out: &[u8
     };
     let whole = drive(new(), &limits, &[input]);
     assert_eq!(whole.0, events, "events for {input:x?}");
-    if role == Role::Server {
-        assert_eq!(whole.1, out, "output for {input:x?}");
+    match role {
+        Role::Server => assert_eq!(whole.1, out, "output for {input:x?}"),
+        // A client masks what it sends (§5.3), with keys of its own: the
+        // same frames once unmasked, each masked.
+        Role::Client => assert_eq!(unmask_all(&whole.1), out, "output for {input:x?}"),
     }
     for cut in 0..=input.len() {
         let split = drive(new(), &limits, &[&input[..cut], &input[cut..]]);
@@ -92,6 +95,26 @@ fn check_with(role: Role, limits: Limits, input: &[u8], events: &[Ev], out: &[u8
     }
     let bytes: Vec<&[u8]> = input.chunks(1).collect();
     assert_eq!(drive(new(), &limits, &bytes), whole, "byte at a time: {input:x?}");
+}
+
+/// Client output in server form: each frame checked to be masked, then
+/// unmasked and written without a mask.
+fn unmask_all(mut bytes: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::new();
+    while !bytes.is_empty() {
+        let Ok(frame::Decoded::Complete(h, n)) = frame::decode(bytes) else {
+            panic!("a whole frame: {bytes:x?}")
+        };
+        let key = h.mask.expect("client frames are masked (§5.1)");
+        let mut payload = bytes[n..n + h.len as usize].to_vec();
+        mask::apply(&mut payload, key, 0);
+        let op = Opcode::from_u8(h.opcode).unwrap();
+        let mut f = encode(h.fin, op, payload.len() as u64, None).as_slice().to_vec();
+        f.extend_from_slice(&payload);
+        plain.extend_from_slice(&f);
+        bytes = &bytes[n + h.len as usize..];
+    }
+    plain
 }
 
 fn check(input: &[u8], events: &[Ev], out: &[u8]) {
@@ -373,7 +396,28 @@ fn server_initiated_close() {
 fn client_role_accepts_unmasked_and_rejects_masked() {
     let limits = Limits::default();
     check_with(Role::Client, limits, &sf(Opcode::Text, b"hi"), &[text("hi")], &[]);
-    check_with(Role::Client, limits, &cf(true, Opcode::Text, b"hi"), &[Fail(1002)], &[]);
+    check_with(
+        Role::Client,
+        limits,
+        &cf(true, Opcode::Text, b"hi"),
+        &[Fail(1002)],
+        &fail_out(1002, "server frame masked"),
+    );
+    // The client's answers are masked: a Pong to a Ping, a Close to a Close.
+    check_with(
+        Role::Client,
+        limits,
+        &sf(Opcode::Ping, b"ping?"),
+        &[Ping(b"ping?".to_vec())],
+        &sf(Opcode::Pong, b"ping?"),
+    );
+    check_with(
+        Role::Client,
+        limits,
+        &sf(Opcode::Close, &close_body(1000, "bye")),
+        &[Closed(Some(1000), "bye".into())],
+        &sf(Opcode::Close, &1000u16.to_be_bytes()),
+    );
     // What a client sends is masked, and a server session reads it back.
     let mut c = Session::client(42);
     let mut wire = Vec::new();
