@@ -33,6 +33,12 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a shutdown waits for clients to finish closing.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// How long a message split across reads may go without growing before the
+/// connection is closed with 1008.
+pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Memory the whole process may hold in partial messages, request bodies
+/// and queued output (512 MiB: 32 messages of the default maximum size).
+pub const DEFAULT_MAX_MEMORY: usize = 512 << 20;
 /// The loop-wide read buffer: one read system call takes at most this.
 pub const READ_BUFFER: usize = 64 << 10;
 
@@ -62,7 +68,12 @@ pub struct Config {
     pub ping_interval: Duration,
     pub idle_timeout: Duration,
     pub close_timeout: Duration,
+    pub message_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// The process-wide budget for partial messages, request bodies and
+    /// queued output; past it a message is refused with 1013, a body with
+    /// 503, and a broadcast recipient is treated as a slow consumer.
+    pub max_memory: usize,
 }
 
 /// Policy for broadcast recipients that do not keep up.
@@ -97,7 +108,9 @@ impl Default for Config {
             ping_interval: DEFAULT_PING_INTERVAL,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            message_timeout: DEFAULT_MESSAGE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
+            max_memory: DEFAULT_MAX_MEMORY,
         }
     }
 }
@@ -113,6 +126,7 @@ impl Config {
             ping_interval: ms(self.ping_interval),
             idle_timeout: ms(self.idle_timeout),
             close_timeout: ms(self.close_timeout),
+            message_timeout: ms(self.message_timeout),
         }
     }
 }

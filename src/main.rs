@@ -75,6 +75,17 @@ struct Cli {
     /// (or for its FIN after an error response) before dropping it.
     #[arg(long, default_value_t = config::DEFAULT_CLOSE_TIMEOUT.as_secs_f64())]
     close_timeout: f64,
+    /// Seconds a message split across reads may go without growing before
+    /// the connection is closed with 1008 (its buffer is freed).
+    #[arg(long, default_value_t = config::DEFAULT_MESSAGE_TIMEOUT.as_secs_f64())]
+    message_timeout: f64,
+    /// Bytes the whole process may hold in partial messages, HTTP publish
+    /// bodies and queued output. Past it, a message that would need more
+    /// is refused with close code 1013 (try again later), a publish body
+    /// with 503, and a broadcast recipient whose queue would grow is
+    /// treated as a slow consumer (--slow-consumer).
+    #[arg(long, default_value_t = config::DEFAULT_MAX_MEMORY)]
+    max_memory: usize,
     /// Seconds a graceful shutdown (SIGTERM/SIGINT) waits for clients to
     /// close; a second signal exits at once.
     #[arg(long, default_value_t = config::DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
@@ -113,6 +124,8 @@ fn main() {
         ping_interval: seconds("ping-interval", cli.ping_interval),
         idle_timeout: seconds("idle-timeout", cli.idle_timeout),
         close_timeout: seconds("close-timeout", cli.close_timeout),
+        message_timeout: seconds("message-timeout", cli.message_timeout),
+        max_memory: cli.max_memory,
         shutdown_grace: seconds("shutdown-grace", cli.shutdown_grace),
         ..Config::default()
     };

@@ -349,3 +349,55 @@ fn a_message_larger_than_the_backpressure_cap_reaches_every_member() {
         assert!(f.payload == big);
     }
 }
+
+/// The adversarial review's repro: a member that never reads sends large
+/// messages while another sends tiny ones, in the same loop iterations.
+/// The non-reader's queue must keep alive only what is charged to it.
+#[test]
+fn a_non_reader_cannot_pin_other_peoples_large_messages() {
+    const CAP: u64 = 65_536;
+    let d = Daemon::start(&["--max-backpressure", "65536", "--slow-consumer", "drop"]);
+    let mut m = Raw::open_small_rcvbuf(d.addr, "/broadcast/amp", 4096);
+    let mut a = Raw::open_path(d.addr, "/broadcast/amp");
+    // A reads and discards everything, on its own thread.
+    let mut reader = a.stream.try_clone().unwrap();
+    let drain = std::thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut total = 0u64;
+        while let Ok(n @ 1..) = std::io::Read::read(&mut reader, &mut buf) {
+            total += n as u64;
+        }
+        total
+    });
+    // Until something is queued for M.
+    let mut sent = 0;
+    while metric(&d, "wsloop_queued_bytes") == 0 {
+        for _ in 0..16 {
+            a.send_frame(true, 2, &[b'a'; 4000]);
+        }
+        sent += 16;
+        assert!(sent < 100_000, "nothing ever queued");
+    }
+    let before = rss(d.pid());
+    let big = vec![b'm'; 240 << 10];
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(3) {
+        m.send_frame(true, 2, &big);
+        a.send_frame(true, 1, b"x");
+        std::thread::sleep(Duration::from_micros(500)); // pacing, as in the repro
+    }
+    let after = rss(d.pid());
+    let bound = 2 * (CAP * 2) + (16 << 20);
+    println!(
+        "RSS {} KiB before, {} KiB after 3 s of 240 KiB messages from a non-reader (bound +{} KiB)",
+        before / 1024,
+        after / 1024,
+        bound / 1024
+    );
+    assert!(after < before + bound, "RSS grew by {} KiB", (after - before) / 1024);
+    assert!(metric(&d, "wsloop_memory_bytes") < 2 * CAP);
+    drop(a);
+    drop(m);
+    drop(d);
+    assert!(drain.join().unwrap() > 0);
+}

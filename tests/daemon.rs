@@ -340,3 +340,59 @@ fn head_sends_the_get_length_and_no_body() {
     let (status, _, body) = c.read_response();
     assert_eq!((status, body.as_slice()), (200, &b"ok\n"[..]));
 }
+
+#[test]
+fn unfinished_messages_stay_within_the_memory_budget_then_time_out() {
+    let d = Daemon::start(&["--max-memory", "33554432", "--message-timeout", "1"]);
+    let before = common::rss(d.pid());
+    // Eight messages of which 8 MiB arrive and the rest never does, kept
+    // alive by pings: 64 MiB asked for, 32 MiB allowed.
+    let fragment = common::masked_frame(false, 2, &vec![b'x'; 8 << 20]);
+    let mut clients: Vec<Raw> = (0..8).map(|_| Raw::open(d.addr)).collect();
+    let writers: Vec<_> = clients
+        .iter()
+        .map(|c| {
+            let mut s = c.stream.try_clone().unwrap();
+            let f = fragment.clone();
+            // A refused client's socket may be closed under its writer.
+            std::thread::spawn(move || std::io::Write::write_all(&mut s, &f).is_ok())
+        })
+        .collect();
+    for w in writers {
+        assert!(w.join().unwrap(), "the server read every fragment");
+    }
+    // The first answer to a ping after its fragment: by then the server has
+    // read the fragment (a Pong), or refused it (a Close, maybe after the
+    // Pong if the ping came in the same read).
+    let mut first = Vec::new();
+    for c in clients.iter_mut() {
+        c.send_frame(true, 9, b"alive?");
+        first.push(c.read_frame());
+    }
+    let peak = common::rss(d.pid());
+    let mut codes = Vec::new();
+    for (c, f) in clients.iter_mut().zip(first) {
+        let close = if f.opcode == 8 { f } else { c.read_frame() };
+        codes.push(close.close_code().unwrap());
+    }
+    let refused = codes.iter().filter(|&&c| c == 1013).count();
+    println!(
+        "{refused} of 8 refused with 1013; RSS {} -> {} KiB",
+        before / 1024,
+        peak / 1024
+    );
+    assert!(refused >= 4, "{refused} refused: more than 32 MiB held");
+    assert!(
+        peak < before + (32 << 20) + (16 << 20),
+        "RSS grew by {} KiB",
+        (peak - before) / 1024
+    );
+    // Those held stopped growing: after the message timeout they were
+    // closed with 1008 (what they held is free).
+    assert!(codes.iter().all(|&c| c == 1013 || c == 1008), "{codes:?}");
+    assert!(refused < 8, "some were held");
+    let mut scrape = Raw::connect(d.addr);
+    scrape.send(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+    let body = String::from_utf8(scrape.read_response().2).unwrap();
+    assert!(body.contains("\nwsloop_memory_bytes 0\n"), "{body}");
+}

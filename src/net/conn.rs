@@ -17,6 +17,9 @@ pub(crate) struct Conn<S> {
     pub route: Route,
     /// Output the transport did not take yet; `None` almost always.
     pub out: Option<Box<OutQueue>>,
+    /// What this connection is charged in the loop's [`Budget`] (its
+    /// [`memory`](Conn::memory) when last synced).
+    pub charged: usize,
 }
 
 impl<S: Transport> Conn<S> {
@@ -26,7 +29,14 @@ impl<S: Transport> Conn<S> {
             proto,
             route: Route::None,
             out: None,
+            charged: 0,
         }
+    }
+
+    /// Heap memory the connection keeps alive beyond its record: partial
+    /// input (a message being gathered, a request body) and queued output.
+    pub fn memory(&self) -> usize {
+        self.proto.buffered() + self.out.as_ref().map_or(0, |q| q.charge())
     }
 
     /// Bytes waiting in the queue.
@@ -81,4 +91,37 @@ pub fn write_some<W: io::Write>(stream: &mut W, buf: &[u8]) -> io::Result<usize>
         }
     }
     Ok(at)
+}
+
+/// The process-wide memory budget (`--max-memory`) for what connections
+/// hold: the sum of their charges.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    pub used: usize,
+    pub limit: usize,
+}
+
+impl Budget {
+    /// Brings `conn`'s charge up to date; returns how much it grew.
+    pub fn sync<S: Transport>(&mut self, conn: &mut Conn<S>) -> isize {
+        let now = conn.memory();
+        let grew = now as isize - conn.charged as isize;
+        self.used = self.used - conn.charged + now;
+        conn.charged = now;
+        grew
+    }
+
+    /// `conn` is going: its charge is freed.
+    pub fn release<S>(&mut self, conn: &Conn<S>) {
+        self.used -= conn.charged;
+    }
+
+    pub fn exceeded(&self) -> bool {
+        self.used > self.limit
+    }
+
+    /// Whether `more` bytes would still be within the budget.
+    pub fn fits(&self, more: usize) -> bool {
+        self.used.saturating_add(more) <= self.limit
+    }
 }

@@ -2,10 +2,13 @@
 //! (the frames broadcast into it during the iteration, encoded once) is
 //! written to each member with one vectored write, minus the member's own
 //! frames and the presence notices it did not ask for. Only what a socket
-//! will not take is queued, by reference to one shared copy of the batch.
-//! The slow-consumer policy is applied here.
+//! will not take is queued: a large frame by reference to one shared copy
+//! of it (made once, for the first member that needs it), a small one by
+//! copy. So a member's queue keeps alive exactly the frames it still has
+//! to send, and is charged for them, never for a whole batch of other
+//! people's messages. The slow-consumer policy is applied here.
 
-use super::conn::Conn;
+use super::conn::{Budget, Conn};
 use super::outq::MAX_IOVECS;
 use super::transport::Transport;
 use crate::config::{Config, SlowConsumer, READ_BUFFER};
@@ -23,11 +26,22 @@ pub(crate) enum Deferred {
     SlowConsumer,
 }
 
+/// Frames at least this long are queued by reference to a shared copy;
+/// shorter ones are copied into the member's own queue (a reference and
+/// its bookkeeping would cost more than the bytes).
+const SHARE_MIN: usize = 1024;
+
 /// Scratch space reused from iteration to iteration.
 #[derive(Debug, Default)]
 pub(crate) struct Fanout {
-    /// The byte ranges of a batch that go to the current member.
+    /// The byte ranges of a batch that go to the current member, with
+    /// neighbouring frames merged.
     ranges: Vec<(usize, usize)>,
+    /// The frames that go to the current member: (start, end) in the batch.
+    picked: Vec<(usize, usize)>,
+    /// Shared copies of the current room's large frames, by start offset,
+    /// made when a first member has to queue one.
+    shared: Vec<(usize, Rc<[u8]>)>,
     /// Members to act on after delivery.
     pub deferred: Vec<(usize, Deferred)>,
 }
@@ -42,19 +56,23 @@ impl Fanout {
         conns: &mut Slab<Conn<S>>,
         config: &Config,
         stats: &mut Stats,
+        memory: &mut Budget,
     ) {
         let dirty = rooms.take_dirty();
         for &id in &dirty {
             let Some(room) = rooms.get_mut(id) else { continue };
-            let mut shared = None;
+            self.shared.clear();
             for member in &room.members {
                 let m = member.conn;
                 let Some(conn) = conns.get_mut(m) else { continue };
                 let wants_presence = member.presence.is_some();
-                if let Some(d) = self.deliver_to(conn, m, wants_presence, room, &mut shared, config, stats) {
+                let over_budget = memory.exceeded();
+                if let Some(d) = self.deliver_to(conn, m, wants_presence, room, config, stats, over_budget) {
                     self.deferred.push((m, d));
                 }
+                memory.sync(conn);
             }
+            self.shared.clear();
             room.batch.clear();
             room.frames.clear();
             if room.batch.capacity() > 4 * READ_BUFFER {
@@ -66,8 +84,8 @@ impl Fanout {
     }
 
     /// Writes a room's batch to member `key`, minus what is not for it,
-    /// with one vectored write; queues by reference what the socket does
-    /// not take. Applies the slow-consumer policy.
+    /// with one vectored write; queues what the socket does not take.
+    /// Applies the slow-consumer policy.
     #[allow(clippy::too_many_arguments)]
     fn deliver_to<S: Transport>(
         &mut self,
@@ -75,33 +93,45 @@ impl Fanout {
         key: usize,
         wants_presence: bool,
         room: &Room,
-        shared: &mut Option<Rc<[u8]>>,
         config: &Config,
         stats: &mut Stats,
+        over_budget: bool,
     ) -> Option<Deferred> {
-        if let Err(d) = self.select(conn.queued(), key, wants_presence, room, config, stats) {
+        if let Err(d) = self.select(conn.queued(), key, wants_presence, room, config, stats, over_budget) {
             return Some(d);
         }
         if self.ranges.is_empty() {
             return None;
         }
         let batch = &room.batch;
-        let (mut next, mut partial) = (0, 0);
+        let mut written = 0;
         if conn.queued() == 0 {
             match write_ranges(&mut conn.stream, batch, &self.ranges, stats) {
-                Ok(at) => (next, partial) = at,
+                Ok(n) => written = n,
                 Err(_) => return Some(Deferred::Teardown("write error")),
             }
         }
-        if next < self.ranges.len() {
-            // The socket is full: keep the rest by reference. The batch is
-            // copied into a shared buffer once per room per iteration, and
-            // only when some member needs it.
-            let rc = shared.get_or_insert_with(|| Rc::from(&batch[..]));
+        // Queue the rest, frame by frame.
+        for i in 0..self.picked.len() {
+            let (s, e) = self.picked[i];
+            if written >= e - s {
+                written -= e - s;
+                continue;
+            }
+            let from = s + written;
+            written = 0;
             let q = conn.out.get_or_insert_with(Box::default);
-            for (i, &(s, e)) in self.ranges[next..].iter().enumerate() {
-                let s = if i == 0 { s + partial } else { s };
-                q.push_shared(rc, s, e);
+            if e - s < SHARE_MIN {
+                q.push(&batch[from..e]);
+            } else {
+                let rc = match self.shared.iter().position(|(at, _)| *at == s) {
+                    Some(j) => &self.shared[j].1,
+                    None => {
+                        self.shared.push((s, Rc::from(&batch[s..e])));
+                        &self.shared[self.shared.len() - 1].1
+                    }
+                };
+                q.push_shared(rc, from - s, e - s);
             }
         }
         None
@@ -110,6 +140,7 @@ impl Fanout {
     /// Collects into `self.ranges` the parts of the batch that go to member
     /// `key`, merging neighbours; `Err` if the member is to be closed as a
     /// slow consumer.
+    #[allow(clippy::too_many_arguments)]
     fn select(
         &mut self,
         queued: usize,
@@ -118,8 +149,10 @@ impl Fanout {
         room: &Room,
         config: &Config,
         stats: &mut Stats,
+        over_budget: bool,
     ) -> Result<(), Deferred> {
         self.ranges.clear();
+        self.picked.clear();
         let (mut total, mut frames, mut start) = (0, 0, 0);
         for f in &room.frames {
             let (s, e) = (start, f.end);
@@ -129,8 +162,13 @@ impl Fanout {
             }
             // Slow means a backlog over the cap: a frame always goes onto a
             // queue that is under it, however large the frame (a message up
-            // to --max-message-size is not a slow consumer's fault).
-            if queued + total > config.max_backpressure {
+            // to --max-message-size is not a slow consumer's fault). When
+            // memory is short (--max-memory), any backlog is slow.
+            let short = queued > 0 && over_budget;
+            if short {
+                stats.memory_refused_deliveries += 1;
+            }
+            if queued + total > config.max_backpressure || short {
                 match config.slow_consumer {
                     SlowConsumer::Close => return Err(Deferred::SlowConsumer),
                     SlowConsumer::Drop => {
@@ -141,6 +179,7 @@ impl Fanout {
             }
             total += e - s;
             frames += 1;
+            self.picked.push((s, e));
             match self.ranges.last_mut() {
                 Some(last) if last.1 == s => last.1 = e,
                 _ => self.ranges.push((s, e)),
@@ -153,32 +192,35 @@ impl Fanout {
 }
 
 /// Writes `ranges` of `batch` straight to the socket, `MAX_IOVECS` ranges
-/// per write, until done or the socket is full. Returns the index of the
-/// first range not completely written and how much of it was.
+/// per write, until done or the socket is full. Returns how many bytes it
+/// took.
 fn write_ranges<S: Transport>(
     stream: &mut S,
     batch: &[u8],
     ranges: &[(usize, usize)],
     stats: &mut Stats,
-) -> io::Result<(usize, usize)> {
-    let (mut next, mut partial) = (0, 0);
+) -> io::Result<usize> {
+    let (mut next, mut partial, mut total) = (0, 0, 0);
     while next < ranges.len() {
         let window = &ranges[next..ranges.len().min(next + MAX_IOVECS)];
         let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
         for (i, &(s, e)) in window.iter().enumerate() {
-            iov[i] = IoSlice::new(&batch[s..e]);
+            iov[i] = IoSlice::new(&batch[s + if i == 0 { partial } else { 0 }..e]);
         }
         stats.write_calls += 1;
         match stream.write_vectored(&iov[..window.len()]) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(mut n) => {
+                total += n;
                 while n > 0 {
                     let (s, e) = ranges[next];
-                    if n < e - s {
-                        partial = n;
-                        return Ok((next, partial));
+                    let left = e - s - partial;
+                    if n < left {
+                        partial += n;
+                        break;
                     }
-                    n -= e - s;
+                    n -= left;
+                    partial = 0;
                     next += 1;
                 }
             }
@@ -187,5 +229,5 @@ fn write_ranges<S: Transport>(
             Err(e) => return Err(e),
         }
     }
-    Ok((next, partial))
+    Ok(total)
 }

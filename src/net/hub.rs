@@ -13,7 +13,7 @@
 //! iteration every room's batch goes out ([`super::fanout`]) and due
 //! deadlines fire.
 
-use super::conn::Conn;
+use super::conn::{Budget, Conn};
 use super::fanout::{Deferred, Fanout};
 use super::timers::Timers;
 use super::transport::Transport;
@@ -21,6 +21,7 @@ use crate::config::{Config, READ_BUFFER};
 use crate::proto::close::code;
 use crate::proto::conn::{Answer, Connection, Event, Expired, Flushed, Response, Settings};
 use crate::proto::frame;
+use crate::proto::http::HttpError;
 use crate::service::metrics::{self, Snapshot};
 use crate::service::{Command, Page, Reply, Route, Service};
 use log::{debug, trace};
@@ -49,11 +50,14 @@ pub(crate) struct Hub<S> {
     /// Connections that used their read budget with input maybe left.
     again: Vec<usize>,
     fanout: Fanout,
+    /// What connections hold, against `--max-memory`.
+    memory: Budget,
 }
 
 impl<S: Transport> Hub<S> {
     pub fn new(config: Config) -> Self {
         let settings = config.settings();
+        let memory_limit = config.max_memory;
         let mut hub = Hub {
             config,
             settings,
@@ -65,6 +69,10 @@ impl<S: Transport> Hub<S> {
             wbuf: Vec::with_capacity(READ_BUFFER),
             again: Vec::new(),
             fanout: Fanout::default(),
+            memory: Budget {
+                used: 0,
+                limit: memory_limit,
+            },
         };
         hub.rstart = place_apart(&hub.rstore, hub.wbuf.as_ptr());
         hub
@@ -109,9 +117,11 @@ impl<S: Transport> Hub<S> {
             if conn.paused() {
                 return;
             }
-            if conn.queued() > self.config.max_backpressure {
-                // The peer is not reading what we send; stop reading what
-                // it sends until it does (resumed in `writable`).
+            let over_budget = conn.queued() > 0 && self.memory.exceeded();
+            if conn.queued() > self.config.max_backpressure || over_budget {
+                // The peer is not reading what we send (or memory is short
+                // and it has output waiting); stop reading what it sends
+                // until it does (resumed in `writable`).
                 if let Some(q) = &mut conn.out {
                     q.paused = true;
                 }
@@ -129,6 +139,7 @@ impl<S: Transport> Hub<S> {
                 }
                 Ok(n) => {
                     self.feed(key, now, n);
+                    self.refuse_growth_over_budget(key, now);
                     if !self.flush(key) {
                         return;
                     }
@@ -167,7 +178,7 @@ impl<S: Transport> Hub<S> {
         }
         let was_paused = conn.paused();
         if let Some(q) = &mut conn.out {
-            if q.len() <= self.config.max_backpressure / 2 {
+            if q.len() <= self.config.max_backpressure / 2 && !self.memory.exceeded() {
                 q.paused = false;
             }
         }
@@ -212,7 +223,7 @@ impl<S: Transport> Hub<S> {
     /// The counters and gauges for `/metrics`.
     #[cfg(test)]
     pub fn snapshot(&self) -> Snapshot<'_> {
-        snapshot(&self.conns, &self.service, &self.timers)
+        snapshot(&self.conns, &self.service, &self.timers, &self.memory)
     }
 
     /// Feeds `n` bytes just read into the read buffer to connection `key`,
@@ -227,6 +238,7 @@ impl<S: Transport> Hub<S> {
             rstore,
             rstart,
             timers,
+            memory,
             ..
         } = self;
         let input = &mut rstore[*rstart..*rstart + n];
@@ -266,13 +278,21 @@ impl<S: Transport> Hub<S> {
                     continue;
                 }
             };
-            let metrics_body = (reply == Reply::Metrics).then(|| metrics::render(&snapshot(conns, service, timers)));
+            let metrics_body =
+                (reply == Reply::Metrics).then(|| metrics::render(&snapshot(conns, service, timers, memory)));
             let conn = &mut conns[key];
             // Pipelined requests are answered while their output is under
             // the backpressure cap; the one that passes it closes the
             // connection, so a client that sends many requests and reads
             // nothing cannot grow our memory.
             let close = wbuf.len() + conn.queued() >= config.max_backpressure;
+            let reply = match reply {
+                Reply::ReadBody(len) if !memory.fits(len) => {
+                    service.stats.memory_refused_bodies += 1;
+                    Reply::Refuse(HttpError::new(503, "out of memory for request bodies; try again later"))
+                }
+                other => other,
+            };
             match &reply {
                 Reply::Upgrade { route, .. } => conn.route = *route,
                 Reply::Refuse(e) => service.stats.count_http_error(e.status),
@@ -281,6 +301,27 @@ impl<S: Transport> Hub<S> {
             let answer = to_answer(&reply, config, metrics_body.as_deref(), close);
             conn.proto.answer(settings, now, answer, wbuf);
         }
+    }
+
+    /// Past the memory budget, a connection whose partial message just grew
+    /// is closed with 1013 "try again later" (RFC 6455 §7.4.1), which frees
+    /// what it gathered.
+    fn refuse_growth_over_budget(&mut self, key: usize, now: u64) {
+        let conn = &mut self.conns[key];
+        if self.memory.sync(conn) <= 0 || !self.memory.exceeded() || conn.proto.buffered() == 0 || !conn.proto.is_open()
+        {
+            return;
+        }
+        debug!("#{key}: out of memory (--max-memory) for its message");
+        self.service.stats.memory_refused_messages += 1;
+        self.service.stats.count_close(code::TRY_AGAIN_LATER);
+        conn.proto.close(
+            &self.settings,
+            now,
+            code::TRY_AGAIN_LATER,
+            "try again later",
+            &mut self.wbuf,
+        );
     }
 
     /// Writes the shared write buffer to connection `key` (behind its queue,
@@ -319,12 +360,13 @@ impl<S: Transport> Hub<S> {
         }
         if conn.queued() == 0 {
             conn.out = None;
-            if conn.proto.handle_flushed() == Flushed::ShutdownWrite {
-                if let Err(e) = conn.stream.shutdown_write() {
-                    debug!("#{key}: shutdown: {e}");
-                    self.teardown(key, "shutdown failed");
-                    return false;
-                }
+        }
+        self.memory.sync(conn);
+        if conn.queued() == 0 && conn.proto.handle_flushed() == Flushed::ShutdownWrite {
+            if let Err(e) = conn.stream.shutdown_write() {
+                debug!("#{key}: shutdown: {e}");
+                self.teardown(key, "shutdown failed");
+                return false;
             }
         }
         match conn.proto.poll_timeout(&self.settings) {
@@ -358,6 +400,11 @@ impl<S: Transport> Hub<S> {
                 debug!("#{key}: close timeout");
                 stats.timeouts_close += 1;
             }
+            Expired::Message => {
+                debug!("#{key}: message timeout");
+                stats.timeouts_message += 1;
+                stats.count_close(code::POLICY_VIOLATION);
+            }
         }
         self.flush(key);
     }
@@ -370,9 +417,10 @@ impl<S: Transport> Hub<S> {
             service,
             conns,
             config,
+            memory,
             ..
         } = self;
-        fanout.deliver(&mut service.rooms, conns, config, &mut service.stats);
+        fanout.deliver(&mut service.rooms, conns, config, &mut service.stats, memory);
         let mut deferred = std::mem::take(&mut self.fanout.deferred);
         for (key, d) in deferred.drain(..) {
             match d {
@@ -411,6 +459,7 @@ impl<S: Transport> Hub<S> {
     /// from the poll set).
     fn teardown(&mut self, key: usize, why: &str) {
         if let Some(mut conn) = self.conns.try_remove(key) {
+            self.memory.release(&conn);
             self.service.detach(key, &mut conn.route);
             self.timers.remove(key);
             self.service.stats.closed += 1;
@@ -450,8 +499,10 @@ fn respond(page: &Page, close: bool) -> Response<'_> {
     }
 }
 
-fn snapshot<'a, S>(conns: &Slab<Conn<S>>, service: &'a Service, timers: &Timers) -> Snapshot<'a> {
+fn snapshot<'a, S>(conns: &Slab<Conn<S>>, service: &'a Service, timers: &Timers, memory: &Budget) -> Snapshot<'a> {
     Snapshot {
+        memory_used: memory.used,
+        memory_limit: memory.limit,
         stats: &service.stats,
         connections: conns.len(),
         queued_bytes: conns.iter().map(|(_, c)| c.out.as_ref().map_or(0, |q| q.len())).sum(),

@@ -6,6 +6,11 @@
 //! replies) and shared ones (broadcast frames, encoded once and referenced
 //! by every recipient that could not take them at once), and writes them
 //! with one vectored write per flush.
+//!
+//! [`OutQueue::charge`] is the memory the queue keeps alive: owned buffers
+//! by capacity, and each shared buffer whole, however little of it is still
+//! to be sent, since this queue's reference alone keeps all of it. So the
+//! charge of a connection is never less than what it costs.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
@@ -24,11 +29,22 @@ enum Chunk {
     Shared(Rc<[u8]>, usize, usize),
 }
 
+/// An `Rc<[u8]>` allocation's header (the two counts) beyond its bytes.
+const RC_HEADER: usize = 2 * std::mem::size_of::<usize>();
+
 impl Chunk {
     fn bytes(&self) -> &[u8] {
         match self {
             Chunk::Owned(v) => v,
             Chunk::Shared(rc, s, e) => &rc[*s..*e],
+        }
+    }
+
+    /// Heap bytes this chunk keeps alive.
+    fn held(&self) -> usize {
+        match self {
+            Chunk::Owned(v) => v.capacity(),
+            Chunk::Shared(rc, ..) => rc.len() + RC_HEADER,
         }
     }
 }
@@ -40,6 +56,8 @@ pub struct OutQueue {
     front_sent: usize,
     /// Unsent bytes in all.
     len: usize,
+    /// Heap bytes the chunks keep alive (see [`Chunk::held`]).
+    held: usize,
     /// The connection's input is not read while this is set: its peer is
     /// not reading what we send. Set past the backpressure cap; cleared at
     /// half the cap, or with the queue once it empties.
@@ -55,14 +73,28 @@ impl OutQueue {
         self.len == 0
     }
 
+    /// Memory this queue keeps alive: its chunks' buffers, the chunk list
+    /// and the queue itself (it is boxed).
+    pub fn charge(&self) -> usize {
+        self.held + self.chunks.capacity() * std::mem::size_of::<Chunk>() + std::mem::size_of::<Self>()
+    }
+
     /// Queues a copy of `bytes`.
     pub fn push(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
         match self.chunks.back_mut() {
-            Some(Chunk::Owned(last)) if last.len() < COALESCE => last.extend_from_slice(bytes),
-            _ => self.chunks.push_back(Chunk::Owned(bytes.to_vec())),
+            Some(Chunk::Owned(last)) if last.len() < COALESCE => {
+                let before = last.capacity();
+                last.extend_from_slice(bytes);
+                self.held += last.capacity() - before;
+            }
+            _ => {
+                let chunk = Chunk::Owned(bytes.to_vec());
+                self.held += chunk.held();
+                self.chunks.push_back(chunk);
+            }
         }
         self.len += bytes.len();
     }
@@ -72,7 +104,9 @@ impl OutQueue {
         if start == end {
             return;
         }
-        self.chunks.push_back(Chunk::Shared(Rc::clone(shared), start, end));
+        let chunk = Chunk::Shared(Rc::clone(shared), start, end);
+        self.held += chunk.held();
+        self.chunks.push_back(chunk);
         self.len += end - start;
     }
 
@@ -81,7 +115,9 @@ impl OutQueue {
     /// begin inside a frame that is partly on the wire (the rest of a short
     /// write), so it is kept whole: the frame in flight is finished.
     pub fn truncate_to_front(&mut self) {
-        self.chunks.truncate(1);
+        for c in self.chunks.drain(1.min(self.chunks.len())..) {
+            self.held -= c.held();
+        }
         self.len = self.chunks.front().map_or(0, |c| c.bytes().len() - self.front_sent);
     }
 
@@ -118,7 +154,9 @@ impl OutQueue {
             }
             written -= left;
             self.front_sent = 0;
-            self.chunks.pop_front();
+            if let Some(c) = self.chunks.pop_front() {
+                self.held -= c.held();
+            }
         }
     }
 }
@@ -177,6 +215,33 @@ mod tests {
         assert!(q.flush(&mut w).unwrap());
         assert!(q.is_empty());
         assert_eq!(w.got, expect);
+    }
+
+    #[test]
+    fn the_charge_covers_whole_shared_buffers_and_falls_to_nothing() {
+        let big: Rc<[u8]> = vec![1u8; 100_000].into();
+        let mut q = OutQueue::default();
+        let empty = q.charge();
+        q.push_shared(&big, 99_000, 100_000);
+        assert_eq!(q.len(), 1_000);
+        assert!(q.charge() >= empty + 100_000, "the shared buffer is kept whole");
+        q.push(&[2; 10]);
+        q.push(&[3; 10]);
+        assert!(q.charge() >= empty + 100_020);
+        let mut w = Trickle {
+            got: Vec::new(),
+            cap: usize::MAX,
+            budget: 1_005,
+        };
+        assert!(!q.flush(&mut w).unwrap());
+        assert!(
+            q.charge() < empty + 1_000,
+            "the shared buffer went with its chunk: {}",
+            q.charge()
+        );
+        w.budget = usize::MAX;
+        assert!(q.flush(&mut w).unwrap());
+        assert_eq!(q.held, 0);
     }
 
     #[test]

@@ -742,3 +742,142 @@ fn each_kept_alive_request_gets_a_deadline_of_its_own() {
     w.advance_to(1000 + 500);
     assert!(c.closed() && c.response().is_none());
 }
+
+/// A masked frame with the FIN bit as given.
+fn fragment(fin: bool, opcode: Opcode, payload: &[u8]) -> Vec<u8> {
+    let key = [9, 8, 7, 6];
+    let mut v = frame::encode(fin, opcode, payload.len() as u64, Some(key))
+        .as_slice()
+        .to_vec();
+    let at = v.len();
+    v.extend_from_slice(payload);
+    mask::apply(&mut v[at..], key, 0);
+    v
+}
+
+#[test]
+fn a_member_is_charged_for_the_frames_it_keeps_not_for_whole_batches() {
+    let cap = 65_536;
+    let mut w = World::new(Config {
+        max_backpressure: cap,
+        slow_consumer: SlowConsumer::Drop,
+        ..config()
+    });
+    // M never reads and its socket holds 4 KiB; A reads everything.
+    let m = w.open("/broadcast/amp");
+    m.rx.borrow_mut().cap = 4096;
+    let mut a = w.open("/broadcast/amp");
+    while w.metric("wsloop_queued_bytes") == 0 {
+        a.frame(Opcode::Binary, &[b'a'; 4000]);
+        w.settle();
+        while a.next_frame().is_some() {}
+    }
+    // Then M sends large messages (which it does not get back) and A tiny
+    // ones (which M gets), in the same iterations: M's queue holds only the
+    // tiny frames, and is charged only for them.
+    let big = vec![b'm'; 240 << 10];
+    for _ in 0..200 {
+        m.frame(Opcode::Binary, &big);
+        a.frame(Opcode::Text, b"x");
+        w.settle();
+        while a.next_frame().is_some() {}
+    }
+    let held = w.metric("wsloop_memory_bytes");
+    assert!(held < 2 * cap as u64, "{held} bytes held for a {cap}-byte cap");
+}
+
+#[test]
+fn past_the_memory_budget_a_growing_message_gets_1013_and_a_body_503() {
+    let mut w = World::new(Config {
+        max_memory: 1 << 20,
+        ..config()
+    });
+    let mut first = w.open("/echo");
+    let mut second = w.open("/echo");
+    // 700 KB of a message, then the rest later: held meanwhile.
+    first.send(&fragment(false, Opcode::Binary, &vec![1; 700_000]));
+    w.settle();
+    assert!(w.metric("wsloop_memory_bytes") >= 700_000);
+    // A second one that would pass 1 MiB is refused, and only it.
+    second.send(&fragment(false, Opcode::Binary, &vec![2; 400_000]));
+    w.settle();
+    let close = second.next_frame().unwrap();
+    assert_eq!(close.close_code(), Some(1013));
+    assert_eq!(&close.payload[2..], b"try again later");
+    assert!(w.metric("wsloop_memory_bytes") < (1 << 20), "its buffer went");
+    // A publish body that does not fit is 503, before it is sent.
+    let mut publisher = w.connect();
+    publisher.send(b"POST /broadcast/r HTTP/1.1\r\nHost: x\r\nContent-Length: 500000\r\n\r\n");
+    w.settle();
+    assert_eq!(publisher.response().map(|r| r.0), Some(503));
+    // The first message completes and is echoed; memory is free again.
+    first.send(&fragment(true, Opcode::Continuation, b"end"));
+    w.settle();
+    let echo = first.next_frame().unwrap();
+    assert_eq!(echo.payload.len(), 700_003);
+    assert_eq!(w.metric("wsloop_memory_bytes"), 0);
+    assert_eq!(w.metric("wsloop_memory_refusals_total{kind=\"message\"}"), 1);
+    assert_eq!(w.metric("wsloop_memory_refusals_total{kind=\"body\"}"), 1);
+}
+
+#[test]
+fn a_message_that_stops_growing_is_closed_1008_after_the_message_timeout() {
+    let ms = std::time::Duration::from_millis;
+    let mut w = World::new(Config {
+        message_timeout: ms(1_000),
+        ping_interval: ms(10_000),
+        ..config()
+    });
+    let mut c = w.open("/echo");
+    c.send(&fragment(false, Opcode::Text, b"start"));
+    w.settle();
+    // Progress at 800 moves the deadline; pings do not count as progress.
+    w.advance_to(800);
+    c.send(&fragment(false, Opcode::Continuation, b" more"));
+    w.settle();
+    w.advance_to(1_500);
+    c.frame(Opcode::Ping, b"");
+    w.settle();
+    assert_eq!(c.next_frame().map(|f| f.opcode), Some(0xA));
+    w.advance_to(1_799);
+    assert_eq!(c.next_frame(), None);
+    w.advance_to(1_800);
+    let close = c.next_frame().unwrap();
+    assert_eq!(close.close_code(), Some(1008));
+    assert_eq!(&close.payload[2..], b"message not completed in time");
+    assert_eq!(w.metric("wsloop_memory_bytes"), 0);
+    assert_eq!(w.metric("wsloop_timeouts_total{kind=\"message\"}"), 1);
+}
+
+#[test]
+fn past_the_memory_budget_a_member_with_a_backlog_is_a_slow_consumer() {
+    let mut w = World::new(Config {
+        max_memory: 200_000,
+        max_backpressure: 1 << 20,
+        ..config()
+    });
+    let mut slow = w.open("/broadcast/r");
+    slow.rx.borrow_mut().cap = 1000;
+    let mut reader = w.open("/broadcast/r");
+    let publisher = w.open("/broadcast/r");
+    // Well under its own cap, the slow member's backlog passes the budget.
+    for _ in 0..100 {
+        publisher.frame(Opcode::Binary, &[7; 3000]);
+        w.settle();
+        while reader.next_frame().is_some() {}
+    }
+    assert!(w.metric("wsloop_memory_bytes") <= 200_000 + 4_000);
+    assert!(w.metric("wsloop_memory_refusals_total{kind=\"delivery\"}") > 0);
+    let mut last = None;
+    'reading: for _ in 0..1_000 {
+        w.settle();
+        while let Some(f) = slow.next_frame() {
+            last = Some(f.opcode);
+            if f.opcode == 8 {
+                assert_eq!(f.close_code(), Some(1008));
+                break 'reading;
+            }
+        }
+    }
+    assert_eq!(last, Some(8), "closed as a slow consumer");
+}

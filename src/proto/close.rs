@@ -20,6 +20,9 @@ pub mod code {
     /// "encountered an unexpected condition that prevented it from
     /// fulfilling the request"
     pub const INTERNAL_ERROR: u16 = 1011;
+    /// IANA's WebSocket Close Code Number Registry (registered after RFC
+    /// 6455): "Try Again Later", the server is overloaded.
+    pub const TRY_AGAIN_LATER: u16 = 1013;
 }
 
 /// Whether `code` may appear in a Close frame on the wire.

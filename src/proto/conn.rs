@@ -56,6 +56,10 @@ pub struct Settings {
     /// How long an ending connection waits for the peer (its Close, or its
     /// FIN after our last word).
     pub close_timeout: u64,
+    /// How long a message split across reads may go without growing before
+    /// the connection is closed (1008): a peer that starts a large message
+    /// and stalls must not hold its buffer forever.
+    pub message_timeout: u64,
 }
 
 impl Default for Settings {
@@ -70,6 +74,7 @@ impl Default for Settings {
             ping_interval: 30_000,
             idle_timeout: 60_000,
             close_timeout: 5_000,
+            message_timeout: 30_000,
         }
     }
 }
@@ -140,6 +145,9 @@ pub enum Expired {
     Ping,
     /// ...and for the idle timeout: Close 1001 is queued.
     Idle,
+    /// A message being gathered stopped growing for the message timeout:
+    /// Close 1008 is queued and its buffer freed.
+    Message,
     /// The peer did not finish closing in time: the connection is done.
     Close,
 }
@@ -253,10 +261,24 @@ impl Connection {
             | State::Closing { deadline, .. }
             | State::Flushing { deadline, .. }
             | State::Draining { deadline } => Some(*deadline),
+            State::Open { session, .. } => {
+                let keepalive = self.keepalive_deadline(s).unwrap_or(u64::MAX);
+                let message = session
+                    .last_progress()
+                    .map_or(u64::MAX, |at| at.saturating_add(s.message_timeout));
+                Some(keepalive.min(message))
+            }
+            State::Done => None,
+        }
+    }
+
+    /// When an open session next needs a ping, or is idle for too long.
+    fn keepalive_deadline(&self, s: &Settings) -> Option<u64> {
+        match &self.state {
             State::Open {
                 last_active, pinged, ..
             } => Some(last_active.saturating_add(if *pinged { s.idle_timeout } else { s.ping_interval })),
-            State::Done => None,
+            _ => None,
         }
     }
 
@@ -364,7 +386,10 @@ impl Connection {
                 _ => unreachable!("websocket_input is only called with a session"),
             };
             match session.receive(&s.limits, input, pos, out) {
-                Ok(None) => return None,
+                Ok(None) => {
+                    session.note_progress(now);
+                    return None;
+                }
                 Ok(Some(Received::Message(kind, at))) if open => break (kind, at),
                 // After our Close the peer's data is read and dropped.
                 Ok(Some(Received::Message(..) | Received::Ping(_) | Received::Pong(_))) => {}
@@ -440,7 +465,9 @@ impl Connection {
                 if expect_continue && !body_started && len > 0 {
                     handshake::write_continue(out);
                 }
-                req.body = Vec::with_capacity(len.min(64 << 10));
+                // The whole body is reserved at once, so that the memory
+                // budget sees it before it arrives.
+                req.body = Vec::with_capacity(len);
                 *stage = if len == 0 { Stage::BodyRouting } else { Stage::Body(len) };
             }
             Answer::Respond(r) => {
@@ -523,14 +550,26 @@ impl Connection {
                 }
                 Expired::Request
             }
-            State::Open { session, pinged, .. } => {
-                if !*pinged {
+            State::Open { session, .. } => {
+                let message_due = session
+                    .last_progress()
+                    .is_some_and(|at| at.saturating_add(s.message_timeout) <= now);
+                let keepalive_due = self.keepalive_deadline(s).is_some_and(|at| at <= now);
+                let State::Open { session, pinged, .. } = &mut self.state else {
+                    unreachable!()
+                };
+                if keepalive_due && !*pinged {
                     session.ping(b"", out);
                     *pinged = true;
                     Expired::Ping
-                } else {
+                } else if keepalive_due {
                     self.close(s, now, code::GOING_AWAY, "idle timeout", out);
                     Expired::Idle
+                } else if message_due {
+                    self.close(s, now, code::POLICY_VIOLATION, "message not completed in time", out);
+                    Expired::Message
+                } else {
+                    Expired::Early
                 }
             }
             State::Closing { .. } | State::Flushing { .. } | State::Draining { .. } => {

@@ -140,6 +140,10 @@ enum Rx {
 struct Partial {
     message: Vec<u8>,
     control: Vec<u8>,
+    /// The length of `message` when [`Session::note_progress`] last saw it
+    /// grow, and when that was (the caller's clock).
+    seen_len: usize,
+    seen_at: u64,
 }
 
 /// One WebSocket connection's protocol state: 64 bytes (a test holds it
@@ -328,6 +332,16 @@ impl Session {
         }
         // A data frame's payload.
         let kind = self.message.expect("a data frame always belongs to a message");
+        if self.state == State::CloseSent {
+            // §7.1.2: after our Close, input is read only to find the
+            // peer's; data is neither delivered nor kept.
+            if done && self.frame_fin {
+                self.message = None;
+                self.message_len = 0;
+                self.utf8 = Utf8Validator::new();
+            }
+            return Ok(None);
+        }
         if kind == MessageKind::Text && self.utf8.feed(&input[start..end]).is_err() {
             // §8.1, failing fast: the first invalid byte ends it, even
             // mid-frame or mid-message.
@@ -544,7 +558,33 @@ impl Session {
         if self.state == State::Open {
             write_close(self.role, &mut self.mask_seed, Some(code), reason, out);
             self.state = State::CloseSent;
+            // What is gathered of a message will not be delivered: let its
+            // memory go now.
+            if let Some(p) = &mut self.partial {
+                p.message = Vec::new();
+            }
         }
+    }
+
+    /// For a message gathered across inputs: records `now` if it grew since
+    /// the last call, and returns when it last grew. `None` when no message
+    /// is being gathered. (The caller's clock; the session reads none.)
+    pub fn note_progress(&mut self, now: u64) -> Option<u64> {
+        let p = self.partial.as_mut().filter(|p| !p.message.is_empty())?;
+        if p.message.len() != p.seen_len {
+            p.seen_len = p.message.len();
+            p.seen_at = now;
+        }
+        Some(p.seen_at)
+    }
+
+    /// When a message being gathered last grew, as recorded by
+    /// [`note_progress`](Self::note_progress).
+    pub fn last_progress(&self) -> Option<u64> {
+        self.partial
+            .as_ref()
+            .filter(|p| !p.message.is_empty() && p.seen_len > 0)
+            .map(|p| p.seen_at)
     }
 }
 

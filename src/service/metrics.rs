@@ -25,6 +25,13 @@ pub struct Stats {
     pub http_publishes: u64,
     pub slow_consumer_drops: u64,
     pub slow_consumer_disconnects: u64,
+    /// Refusals for lack of memory (`--max-memory`): messages closed with
+    /// 1013, publish bodies answered 503, deliveries treated as slow.
+    pub memory_refused_messages: u64,
+    pub memory_refused_bodies: u64,
+    pub memory_refused_deliveries: u64,
+    /// Connections closed (1008) for a message that stopped growing.
+    pub timeouts_message: u64,
     /// HTTP error responses: (status, count), sorted by status.
     pub http_errors: Vec<(u16, u64)>,
     /// Close frames we initiated: (code, count), sorted by code.
@@ -74,6 +81,9 @@ pub struct Snapshot<'a> {
     pub rooms: usize,
     /// Entries in the deadline heap (one per open connection).
     pub timer_entries: usize,
+    /// Memory charged to connections, and the budget (`--max-memory`).
+    pub memory_used: usize,
+    pub memory_limit: usize,
 }
 
 /// One metric family: its name (after `wsloop_`), type, help and samples.
@@ -234,6 +244,29 @@ fn families<'s>(snap: &Snapshot<'s>) -> Vec<Family<'s>> {
                 ("{kind=\"handshake\"}", s.timeouts_handshake),
                 ("{kind=\"idle\"}", s.timeouts_idle),
                 ("{kind=\"close\"}", s.timeouts_close),
+                ("{kind=\"message\"}", s.timeouts_message),
+            ]),
+        ),
+        family(
+            "memory_bytes",
+            gauge,
+            "Memory held by connections: partial messages, request bodies, queued output.",
+            One(snap.memory_used as u64),
+        ),
+        family(
+            "memory_limit_bytes",
+            gauge,
+            "The memory budget (--max-memory).",
+            One(snap.memory_limit as u64),
+        ),
+        family(
+            "memory_refusals_total",
+            counter,
+            "Refused for lack of memory, by what: message (1013), body (503), delivery (slow consumer).",
+            Labelled(vec![
+                ("{kind=\"message\"}", s.memory_refused_messages),
+                ("{kind=\"body\"}", s.memory_refused_bodies),
+                ("{kind=\"delivery\"}", s.memory_refused_deliveries),
             ]),
         ),
         family(
@@ -285,6 +318,8 @@ mod tests {
             queued_bytes: 10,
             rooms: 2,
             timer_entries: 3,
+            memory_used: 5,
+            memory_limit: 9,
         }))
         .unwrap();
         for line in [
