@@ -10,6 +10,7 @@
 //! - [`session`]: the connection state machine after the handshake.
 
 pub mod close;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod http;
