@@ -115,6 +115,31 @@
 //! context takeover references data we no longer have, and the next message
 //! fails as corrupt (1007). zlib-based peers sync-flush and never do this.
 //!
+//! # Plugging it in
+//!
+//! - Handshake: pass every `Sec-WebSocket-Extensions` line of the request to
+//!   [`negotiate`]; on `Ok(params)` add [`Params::write_header`] to the 101
+//!   response and keep `Option<Params>` in the connection; on `Err` answer
+//!   without the header (and log the [`Decline`] at debug level).
+//! - Receiving (§6): RSV1 on the first frame of a data message means it is
+//!   compressed; RSV1 on a continuation or control frame, or on any frame
+//!   without an agreed extension, fails the connection (1002) as before.
+//!   The frame limits apply to the compressed bytes on the wire, `max_len`
+//!   to the decompressed message; UTF-8 is checked on the decompressed text
+//!   (§8.1 of RFC 6455 is about the message, not its compressed form).
+//!   Decompress with `params.client_no_context_takeover` as
+//!   `no_context_takeover`: with it, the loop's [`SharedCodec::decompressor`]
+//!   serves (in Dedicated mode too); without it, the connection's own
+//!   [`Decompressor`].
+//! - Sending: compress when [`DeflateConfig::compresses`] says so, with
+//!   `params.server_no_context_takeover` as `no_context_takeover`, through
+//!   [`SharedCodec::compressor`] or the connection's own [`Compressor`]
+//!   (`params.server_max_window_bits`), and set RSV1 on the first frame. Whenever `server_no_context_takeover` holds (Shared mode,
+//!   or a Dedicated client that asked for it) the shared compressor serves.
+//!   The level is the caller's: the benchmarks (`deflate` in
+//!   `benches/codec.rs`) show level 1 several times faster than 6 on short
+//!   messages for a somewhat worse ratio.
+//!
 //! # Memory (zlib-rs 0.6.8, measured by `tests/deflate_memory.rs`)
 //!
 //! A [`Compressor`] is one allocation: a 2 × 2^bits window, a 2^bits × u16
@@ -734,11 +759,9 @@ impl std::fmt::Display for InflateError {
     }
 }
 
-/// Output growth per step while inflating: at least this much room is
-/// offered to zlib at a time (and at most [`MAX_STEP`] is added at once,
-/// nor more than the limit leaves).
+/// Smallest output growth while inflating. The buffer otherwise doubles, but
+/// never past what the limit leaves (plus one byte to see it passed).
 const MIN_STEP: usize = 4 << 10;
-const MAX_STEP: usize = 1 << 20;
 
 /// A raw-DEFLATE decompressor for messages (§7.2.2), always with a 15-bit
 /// window (see the module doc).
@@ -846,7 +869,7 @@ impl Decompressor {
             // Room for one byte past the limit, so that passing it shows.
             let room = max_len.saturating_sub(self.produced).saturating_add(1);
             if out.len() == out.capacity() {
-                out.reserve_exact(out.len().clamp(MIN_STEP, MAX_STEP).min(room));
+                out.reserve_exact(out.len().max(MIN_STEP).min(room));
             }
             let (in_before, out_before) = (self.raw.total_in(), self.raw.total_out());
             let status = self
@@ -1077,6 +1100,13 @@ mod tests {
                 DEDICATED,
                 vec![format!("{PMD}; server_no_context_takeover, {PMD}")],
                 "permessage-deflate; server_no_context_takeover",
+            ),
+            // Each header line is a list of its own: an unterminated quote
+            // ends at the end of its line.
+            (
+                DEDICATED,
+                vec![r#"foo; a="x, permessage-deflate"#.into(), PMD.into()],
+                PMD,
             ),
             // A malformed element is skipped up to the next comma.
             (
@@ -1400,8 +1430,16 @@ server_max_window_bits=10; client_max_window_bits=8";
                         let z = deflate(&mut c, &data, nct);
                         assert!(!z.ends_with(&TAIL) || z.len() < 4, "tail left in, len {len}");
                         let mut out = b"prefix".to_vec();
-                        let n = d.decompress(&z, nct, len, &mut out).unwrap();
-                        assert_eq!(n, len);
+                        if len < 16 << 10 {
+                            let n = d.decompress(&z, nct, len, &mut out).unwrap();
+                            assert_eq!(n, len);
+                        } else {
+                            // Streamed, in pieces as frames might bring them.
+                            for piece in z.chunks(997) {
+                                d.feed(piece, len, &mut out).unwrap();
+                            }
+                            assert_eq!(d.finish(nct, len, &mut out), Ok(len));
+                        }
                         assert!(out[6..] == data[..], "bits {bits} nct {nct} len {len}");
                     }
                 }
