@@ -18,11 +18,20 @@
 //!   socket read); `echo/copy_only` measures that copy alone so it can be
 //!   subtracted. The buffers' relative placement is fixed (see [`FAR`]):
 //!   `_aliased` shows what an unlucky placement costs on some x86 CPUs.
+//! - `deflate`: permessage-deflate (RFC 7692) with a 15-bit window, per
+//!   message: `compress_shared_*` / `decompress_shared` reset the stream
+//!   after every message (no context takeover, Shared mode), `_takeover`
+//!   keep it (Dedicated mode); `_l1`, `_l6`: zlib level (decompression reads
+//!   the level-6 stream). Three corpora of distinct messages, cycled: `tick`
+//!   (~120 B JSON ticker updates), `chat` (~100 B JSON chat lines) and
+//!   `doc16k` (16 KiB JSON documents). The compression ratio of each corpus,
+//!   mode and level is printed before its benchmark.
 
 use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use wsloop::proto::deflate::{Compressor, Decompressor};
 use wsloop::proto::frame::{self, Decoded, Opcode};
 use wsloop::proto::handshake::{self, RequestParser};
 use wsloop::proto::http::{HeadLimits, Progress};
@@ -320,6 +329,152 @@ fn bench_echo(c: &mut Criterion) {
     g.finish();
 }
 
+/// A deterministic xorshift generator for the deflate corpora.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self, below: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % below
+    }
+}
+
+/// Ticker updates of about 120 bytes, prices and times drifting.
+fn ticks(n: usize) -> Vec<Vec<u8>> {
+    let mut r = Rng(0x9e37_79b9_7f4a_7c15);
+    let products = ["BTC-USD", "ETH-USD", "SOL-USD", "ETH-BTC"];
+    (0..n as u64)
+        .map(|i| {
+            let product = products[r.next(4) as usize];
+            let price = 60_000 + r.next(2_000);
+            format!(
+                r#"{{"type":"ticker","seq":{},"product":"{product}","price":"{price}.{:02}","bid":"{}.{:02}","ask":"{}.{:02}","t":"12:{:02}:{:02}.{:03}"}}"#,
+                1_000_000 + i,
+                r.next(100),
+                price - 1,
+                r.next(100),
+                price + 1,
+                r.next(100),
+                i / 3600 % 60,
+                i / 60 % 60,
+                r.next(1000),
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
+/// Chat lines: a user, a room and a sentence of common words.
+fn chats(n: usize) -> Vec<Vec<u8>> {
+    const WORDS: [&str; 24] = [
+        "the", "meeting", "is", "at", "noon", "see", "you", "there", "thanks", "for", "the", "update", "deploy",
+        "went", "fine", "can", "someone", "review", "my", "patch", "lunch", "anyone", "ok", "great",
+    ];
+    let users = ["alice", "bob", "carol", "dave", "erin"];
+    let mut r = Rng(0x2545_f491_4f6c_dd1d);
+    (0..n)
+        .map(|_| {
+            let words: Vec<&str> = (0..3 + r.next(20)).map(|_| WORDS[r.next(24) as usize]).collect();
+            format!(
+                r#"{{"user":"{}","room":"general","text":"{}"}}"#,
+                users[r.next(5) as usize],
+                words.join(" ")
+            )
+            .into_bytes()
+        })
+        .collect()
+}
+
+/// 16 KiB JSON documents: order-book snapshots.
+fn docs(n: usize) -> Vec<Vec<u8>> {
+    let mut r = Rng(0xdead_beef_cafe_f00d);
+    (0..n)
+        .map(|i| {
+            let mut doc = format!(r#"{{"type":"snapshot","seq":{i},"product":"BTC-USD","levels":["#);
+            while doc.len() < (16 << 10) - 80 {
+                let side = if r.next(2) == 0 { "bid" } else { "ask" };
+                doc += &format!(
+                    r#"{{"side":"{side}","price":"{}.{:02}","size":"{}.{:04}","orders":{}}},"#,
+                    60_000 + r.next(2_000),
+                    r.next(100),
+                    r.next(10),
+                    r.next(10_000),
+                    1 + r.next(40)
+                );
+            }
+            doc.pop();
+            doc += "]}";
+            doc.into_bytes()
+        })
+        .collect()
+}
+
+/// Compresses `msgs` in order with one compressor; returns it (for the
+/// benchmark to go on with) and the messages' compressed forms.
+fn compress_corpus(msgs: &[Vec<u8>], level: u32, nct: bool) -> (Compressor, Vec<Vec<u8>>) {
+    let mut comp = Compressor::new(15, level);
+    let compressed = msgs
+        .iter()
+        .map(|m| {
+            let mut z = Vec::new();
+            comp.compress(m, nct, &mut z).unwrap();
+            z
+        })
+        .collect();
+    (comp, compressed)
+}
+
+fn bench_deflate(c: &mut Criterion) {
+    const MAX: usize = 1 << 20;
+    let mut g = c.benchmark_group("deflate");
+    g.throughput(Throughput::Elements(1));
+    let corpora = [("tick", ticks(4096)), ("chat", chats(4096)), ("doc16k", docs(64))];
+    let mut out = Vec::with_capacity(MAX);
+    for (name, msgs) in &corpora {
+        for (mode, nct) in [("shared", true), ("takeover", false)] {
+            for level in [1, 6] {
+                let (mut comp, compressed) = compress_corpus(msgs, level, nct);
+                let plain: usize = msgs.iter().map(Vec::len).sum();
+                let packed: usize = compressed.iter().map(Vec::len).sum();
+                println!(
+                    "deflate {name} {mode} level {level}: {:.0} B/message -> {:.0} B, ratio {:.3}",
+                    plain as f64 / msgs.len() as f64,
+                    packed as f64 / msgs.len() as f64,
+                    packed as f64 / plain as f64
+                );
+                let mut i = 0;
+                g.bench_function(BenchmarkId::new(format!("compress_{mode}_l{level}"), name), |b| {
+                    b.iter(|| {
+                        out.clear();
+                        comp.compress(black_box(&msgs[i]), nct, &mut out).unwrap();
+                        i = (i + 1) % msgs.len();
+                    })
+                });
+            }
+            // Decompression of the level-6 stream. A fresh decompressor
+            // reads it from its start, in order; at the end of the corpus
+            // it starts over (one reset per cycle).
+            let (_, compressed) = compress_corpus(msgs, 6, nct);
+            let mut d = Decompressor::new();
+            let mut i = 0;
+            g.bench_function(BenchmarkId::new(format!("decompress_{mode}"), name), |b| {
+                b.iter(|| {
+                    out.clear();
+                    d.decompress(black_box(&compressed[i]), nct, MAX, &mut out).unwrap();
+                    i += 1;
+                    if i == compressed.len() {
+                        i = 0;
+                        d.reset();
+                    }
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -333,6 +488,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = bench_frame, bench_mask, bench_utf8, bench_handshake, bench_echo
+    targets = bench_frame, bench_mask, bench_utf8, bench_handshake, bench_echo, bench_deflate
 }
 criterion_main!(benches);

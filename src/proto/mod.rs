@@ -7,10 +7,15 @@
 //! - [`mask`]: payload masking, §5.3.
 //! - [`utf8`]: incremental UTF-8 validation, §8.1.
 //! - [`close`]: close codes and bodies, §5.5.1 and §7.4.
-//! - [`session`]: the connection state machine after the handshake.
+//! - [`session`]: the WebSocket state machine after the handshake.
+//! - [`conn`]: one connection's whole life: HTTP requests, the upgrade,
+//!   the session, closing, and its deadlines.
+//! - [`deflate`]: permessage-deflate, RFC 7692.
+//! - [`pubsub`]: the topics protocol of `/pubsub`.
 
 pub mod close;
 pub mod conn;
+pub mod deflate;
 pub mod frame;
 pub mod handshake;
 pub mod http;
