@@ -21,6 +21,9 @@ pub const DEFAULT_MAX_HEADER_FIELDS: usize = 100;
 /// Queued outgoing bytes past which a connection is no longer read until
 /// its peer catches up.
 pub const DEFAULT_MAX_BACKPRESSURE: usize = 1 << 20;
+/// Connections the kernel completes and queues for the loop to accept
+/// (`listen(2)` backlog; the kernel caps it at `net.core.somaxconn`).
+pub const DEFAULT_BACKLOG: u32 = 1024;
 /// Most open connections; past it new ones get HTTP 503.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Time for a client to send its complete request head (slowloris defence).
@@ -39,12 +42,23 @@ pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Memory the whole process may hold in partial messages, request bodies
 /// and queued output (512 MiB: 32 messages of the default maximum size).
 pub const DEFAULT_MAX_MEMORY: usize = 512 << 20;
+/// Unsent bytes the kernel may hold for a socket (TCP_NOTSENT_LOWAT); 0
+/// leaves the kernel's default (unlimited). With 16 KiB, 5,000 members that
+/// stop reading cost the kernel 142 MB instead of 1.5 GB (and a bystander's
+/// echo p99 14 ms instead of 337 ms: `benches/stall.py`), while loopback
+/// echo of 1 and 16 KiB messages keeps its rate (BENCHMARKS.md).
+pub const DEFAULT_SEND_LOWAT: u32 = 16 << 10;
+/// The kernel's send buffer of each socket (SO_SNDBUF); 0 leaves the
+/// kernel's autotuning.
+pub const DEFAULT_SEND_BUFFER: usize = 0;
 /// The loop-wide read buffer: one read system call takes at most this.
 pub const READ_BUFFER: usize = 64 << 10;
 
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// The listen backlog.
+    pub backlog: u32,
     /// Frame and message size limits (answered with close code 1009).
     pub limits: Limits,
     /// Request head limits (answered with HTTP 431).
@@ -74,6 +88,10 @@ pub struct Config {
     /// queued output; past it a message is refused with 1013, a body with
     /// 503, and a broadcast recipient is treated as a slow consumer.
     pub max_memory: usize,
+    /// TCP_NOTSENT_LOWAT for accepted sockets (0: the kernel's default).
+    pub send_lowat: u32,
+    /// SO_SNDBUF for accepted sockets (0: the kernel's autotuning).
+    pub send_buffer: usize,
 }
 
 /// Policy for broadcast recipients that do not keep up.
@@ -89,6 +107,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
+            backlog: DEFAULT_BACKLOG,
             limits: Limits {
                 max_frame: DEFAULT_MAX_FRAME,
                 max_message: DEFAULT_MAX_MESSAGE,
@@ -111,6 +130,8 @@ impl Default for Config {
             message_timeout: DEFAULT_MESSAGE_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_memory: DEFAULT_MAX_MEMORY,
+            send_lowat: DEFAULT_SEND_LOWAT,
+            send_buffer: DEFAULT_SEND_BUFFER,
         }
     }
 }

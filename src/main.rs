@@ -17,6 +17,10 @@ struct Cli {
     /// logged at info level).
     #[arg(long, default_value = config::DEFAULT_LISTEN)]
     listen: SocketAddr,
+    /// Connections the kernel completes and queues until the loop accepts
+    /// them (the listen backlog; capped by net.core.somaxconn).
+    #[arg(long, default_value_t = config::DEFAULT_BACKLOG)]
+    backlog: u32,
     /// Largest message, in bytes, after reassembly of fragments (close 1009
     /// past it).
     #[arg(long, default_value_t = config::DEFAULT_MAX_MESSAGE)]
@@ -86,6 +90,14 @@ struct Cli {
     /// treated as a slow consumer (--slow-consumer).
     #[arg(long, default_value_t = config::DEFAULT_MAX_MEMORY)]
     max_memory: usize,
+    /// Unsent bytes the kernel may hold per socket (TCP_NOTSENT_LOWAT);
+    /// 0 keeps the kernel's default (no limit).
+    #[arg(long, default_value_t = config::DEFAULT_SEND_LOWAT)]
+    send_lowat: u32,
+    /// The kernel send buffer of each socket (SO_SNDBUF, bytes); 0 keeps
+    /// the kernel's autotuning.
+    #[arg(long, default_value_t = config::DEFAULT_SEND_BUFFER)]
+    send_buffer: usize,
     /// Seconds a graceful shutdown (SIGTERM/SIGINT) waits for clients to
     /// close; a second signal exits at once.
     #[arg(long, default_value_t = config::DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
@@ -110,6 +122,7 @@ fn main() {
     let cli = Cli::parse();
     let mut config = Config {
         listen: cli.listen,
+        backlog: cli.backlog,
         max_backpressure: cli.max_backpressure,
         slow_consumer: match cli.slow_consumer {
             SlowConsumerArg::Close => SlowConsumer::Close,
@@ -126,6 +139,8 @@ fn main() {
         close_timeout: seconds("close-timeout", cli.close_timeout),
         message_timeout: seconds("message-timeout", cli.message_timeout),
         max_memory: cli.max_memory,
+        send_lowat: cli.send_lowat,
+        send_buffer: cli.send_buffer,
         shutdown_grace: seconds("shutdown-grace", cli.shutdown_grace),
         ..Config::default()
     };

@@ -80,13 +80,21 @@ fn invalid_room_names_are_400() {
 
 /// One publisher sends `count` 1 KiB messages to the room while `readers`
 /// read everything and a member with a tiny receive buffer never reads.
-/// Returns the slow member and the readers' received counts.
+/// The publisher stays at most about 1 MB ahead of the readers (well under
+/// the 4 MiB cap the tests set), so that only the member that never reads
+/// can fall behind, however fast the server fans out. Returns the slow
+/// member and the readers' received counts.
 fn flood_with_a_slow_member(d: &Daemon, count: usize) -> (Raw, Vec<usize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
     let room = "/broadcast/slow";
     let slow = Raw::open_small_rcvbuf(d.addr, room, 4096);
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
+    let progress: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    let readers: Vec<_> = progress
+        .iter()
+        .map(|read| {
             let mut c = Raw::open_path(d.addr, room);
+            let read = Arc::clone(read);
             std::thread::spawn(move || {
                 for seq in 0..count {
                     let f = c.read_frame();
@@ -94,6 +102,7 @@ fn flood_with_a_slow_member(d: &Daemon, count: usize) -> (Raw, Vec<usize>) {
                         tag(&f.payload[..f.payload.iter().position(|&b| b == b' ').unwrap()]),
                         (0, seq)
                     );
+                    read.store(seq + 1, Ordering::Relaxed);
                 }
                 count
             })
@@ -108,6 +117,11 @@ fn flood_with_a_slow_member(d: &Daemon, count: usize) -> (Raw, Vec<usize>) {
         if batch.len() > 64 << 10 {
             publisher.send(&batch);
             batch.clear();
+            let start = Instant::now();
+            while progress.iter().any(|r| r.load(Ordering::Relaxed) + 1000 < seq) {
+                assert!(start.elapsed() < common::DEADLINE, "a reader stopped reading");
+                std::thread::yield_now(); // pacing the publisher, bounded by the deadline
+            }
         }
     }
     publisher.send(&batch);

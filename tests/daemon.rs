@@ -396,3 +396,48 @@ fn unfinished_messages_stay_within_the_memory_budget_then_time_out() {
     let body = String::from_utf8(scrape.read_response().2).unwrap();
     assert!(body.contains("\nwsloop_memory_bytes 0\n"), "{body}");
 }
+
+/// Descriptors the daemon holds.
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+#[test]
+fn max_connections_bounds_descriptors_under_a_connection_flood() {
+    // Within the listen backlog (1,024), so that no connect waits for a SYN
+    // retransmission (WSLOOP_FLOOD_CLIENTS=2000 for the full figure).
+    let clients: usize = std::env::var("WSLOOP_FLOOD_CLIENTS").map_or(1000, |v| v.parse().unwrap());
+    let d = Daemon::start(&["--max-connections", "50"]);
+    let baseline = open_fds(d.pid());
+    let _held: Vec<Raw> = (0..50).map(|_| Raw::open(d.addr)).collect();
+    // The clients connect and send their request; the server may refuse
+    // them, but holds no more than the cap plus its margin of refused
+    // connections lingering for their 503.
+    let flood = std::thread::spawn({
+        let addr = d.addr;
+        move || {
+            let mut answered = 0;
+            let clients: Vec<TcpStream> = (0..clients)
+                .filter_map(|_| TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok())
+                .collect();
+            for mut c in clients {
+                let _ = std::io::Write::write_all(&mut c, REQUEST.as_bytes());
+                c.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+                let mut head = [0u8; 12];
+                if std::io::Read::read_exact(&mut c, &mut head).is_ok() && &head[9..12] == b"503" {
+                    answered += 1;
+                }
+            }
+            answered
+        }
+    });
+    let mut peak = 0;
+    while !flood.is_finished() {
+        peak = peak.max(open_fds(d.pid()));
+        std::thread::sleep(Duration::from_millis(5)); // sampling, not synchronisation
+    }
+    let refused = flood.join().unwrap();
+    println!("fds: {baseline} at rest, peak {peak} with 50 held and {clients} connecting; {refused} got 503");
+    assert!(peak <= baseline + 50 + 64 + 2, "peak {peak} descriptors");
+    assert!(refused > 0, "some were told 503");
+}

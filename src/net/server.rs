@@ -15,13 +15,16 @@ use crate::proto::http::HttpError;
 use log::{debug, info, warn};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token};
-use std::collections::VecDeque;
+use slab::Slab;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(usize::MAX);
 const SIGNALS: Token = Token(usize::MAX - 1);
+/// Tokens of refused connections are this plus their slot (connection
+/// keys stay far below it).
+const REFUSED_BASE: usize = usize::MAX / 2;
 /// How long accepting pauses after running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Connections refused at `--max-connections` that may linger at once,
@@ -40,7 +43,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 pub const CONNECTION_RECORD_BYTES: usize = std::mem::size_of::<super::conn::Conn<TcpStream>>();
 
 /// A connection refused at `--max-connections`: its 503 is written and its
-/// sending side shut; it is closed when the peer closes or the linger ends.
+/// sending side shut; it is closed when the peer closes (it is registered
+/// for that alone) or the linger ends.
 struct Refused {
     stream: TcpStream,
     until: Instant,
@@ -53,7 +57,7 @@ pub struct Server {
     local_addr: SocketAddr,
     signals: Option<signal_hook_mio::v1_0::Signals>,
     hub: Hub<TcpStream>,
-    refused: VecDeque<Refused>,
+    refused: Slab<Refused>,
     start: Instant,
     /// Set while accept is failing for lack of file descriptors (or too
     /// many refused connections linger).
@@ -70,7 +74,7 @@ impl Server {
     /// Binds the listener (port 0 picks a free port).
     pub fn bind(config: Config) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listener = TcpListener::bind(config.listen)?;
+        let mut listener = listen(config.listen, config.backlog)?;
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let local_addr = listener.local_addr()?;
         let now = Instant::now();
@@ -80,7 +84,7 @@ impl Server {
             local_addr,
             signals: None,
             hub: Hub::new(config),
-            refused: VecDeque::new(),
+            refused: Slab::new(),
             start: now,
             accept_paused: false,
             last_accept_warning: None,
@@ -136,6 +140,7 @@ impl Server {
                             return Ok(());
                         }
                     }
+                    Token(t) if t >= REFUSED_BASE => self.refused_readable(t - REFUSED_BASE),
                     Token(key) => {
                         if ev.is_writable() {
                             self.hub.writable(key, now);
@@ -171,8 +176,8 @@ impl Server {
         if self.accept_paused {
             at_most(ACCEPT_RETRY);
         }
-        if let Some(r) = self.refused.front() {
-            at_most(r.until.saturating_duration_since(Instant::now()));
+        if let Some(until) = self.refused.iter().map(|(_, r)| r.until).min() {
+            at_most(until.saturating_duration_since(Instant::now()));
         }
         if let Some(deadline) = self.shutdown_deadline {
             at_most(deadline.saturating_duration_since(Instant::now()));
@@ -253,6 +258,14 @@ impl Server {
         // Frames are whole when written; don't let Nagle hold back a small
         // one waiting for an ACK.
         let _ = stream.set_nodelay(true);
+        let config = &self.hub.config;
+        let sock = socket2::SockRef::from(&stream);
+        if config.send_lowat > 0 {
+            let _ = sock.set_tcp_notsent_lowat(config.send_lowat);
+        }
+        if config.send_buffer > 0 {
+            let _ = sock.set_send_buffer_size(config.send_buffer);
+        }
         if self.hub.len() >= self.hub.config.max_connections {
             return self.refuse(stream, peer);
         }
@@ -267,8 +280,8 @@ impl Server {
     }
 
     /// Answers 503 at once and lets the connection linger briefly, not
-    /// registered with the poll and not counted, so that the peer can read
-    /// the answer before the socket closes.
+    /// counted, so that the peer can read the answer before the socket
+    /// closes.
     fn refuse(&mut self, mut stream: TcpStream, peer: SocketAddr) {
         debug!("{peer} refused: at --max-connections");
         let stats = &mut self.hub.service.stats;
@@ -277,23 +290,64 @@ impl Server {
         let mut out = Vec::new();
         handshake::write_error(&mut out, &HttpError::new(503, "server at capacity"));
         // A fresh socket's send buffer takes a few hundred bytes.
-        if write_some(&mut stream, &out).is_ok() {
-            let _ = stream.shutdown(Shutdown::Write);
-            self.refused.push_back(Refused {
+        if write_some(&mut stream, &out).is_err() || stream.shutdown(Shutdown::Write).is_err() {
+            return;
+        }
+        let slot = self.refused.vacant_key();
+        if self
+            .poll
+            .registry()
+            .register(&mut stream, Token(REFUSED_BASE + slot), Interest::READABLE)
+            .is_ok()
+        {
+            self.refused.insert(Refused {
                 stream,
                 until: Instant::now() + REFUSED_LINGER,
             });
         }
     }
 
-    /// Closes refused connections whose linger is over. What they sent is
-    /// read first, so that closing sends a FIN rather than a reset.
+    /// A refused connection is readable: what it sent is read and dropped;
+    /// at its FIN (it has read our 503) it is closed.
+    fn refused_readable(&mut self, slot: usize) {
+        let Some(r) = self.refused.get_mut(slot) else { return };
+        let mut sink = [0u8; 1024];
+        loop {
+            match r.stream.read(&mut sink) {
+                Ok(n) if n > 0 => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => break, // EOF or an error: done
+            }
+        }
+        self.refused.remove(slot);
+        self.resume_accepting();
+    }
+
+    /// Closes refused connections whose linger is over (what they sent is
+    /// read first, so that closing sends a FIN rather than a reset).
     fn expire_refused(&mut self) {
         let now = Instant::now();
-        while self.refused.front().is_some_and(|r| r.until <= now) {
-            let mut r = self.refused.pop_front().expect("checked");
+        let due: Vec<usize> = self
+            .refused
+            .iter()
+            .filter(|(_, r)| r.until <= now)
+            .map(|(k, _)| k)
+            .collect();
+        for slot in due {
+            let mut r = self.refused.remove(slot);
             let mut sink = [0u8; 1024];
             while matches!(r.stream.read(&mut sink), Ok(n) if n > 0) {}
+        }
+        self.resume_accepting();
+    }
+
+    /// If accepting paused because too many refused connections lingered and
+    /// one went, take the next from the backlog now.
+    fn resume_accepting(&mut self) {
+        if self.accept_paused && self.refused.len() < REFUSED_MAX {
+            let now = self.now();
+            self.accept(now);
         }
     }
 
@@ -328,4 +382,19 @@ impl Server {
             self.reported_refusals = total;
         }
     }
+}
+
+/// A non-blocking listener with a backlog of `backlog` connections (the
+/// kernel caps it at `net.core.somaxconn`): connections the loop has not
+/// accepted yet wait there, completed by the kernel.
+fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // A restarted daemon may bind while its predecessor's connections are
+    // in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(TcpListener::from_std(socket.into()))
 }
