@@ -8,6 +8,7 @@
 //! - [`config`]: every limit and setting, in one place.
 
 pub mod config;
+pub mod fuzzing;
 pub mod net;
 pub mod proto;
 pub mod service;
