@@ -65,8 +65,13 @@ for t in "${targets[@]}"; do
   else
     failed=1
     why=$(grep -m1 -oE 'ERROR: libFuzzer: [a-z-]+( \([^)]*\))?|ERROR: AddressSanitizer: [a-z-]+' "$log" || true)
-    # A panic: where, and the first line of its message.
-    panic=$(grep -m1 -A1 'panicked at' "$log" | sed 's/.*panicked at //' | tr '\n' ' ' | cut -c1-160 || true)
+    # A panic: where, and its message (for assert_eq!, the two sides).
+    panic=$(grep -m1 -A3 'panicked at' "$log" | sed 's/.*panicked at //' || true)
+    if grep -q '^ *left: ' <<<"$panic"; then
+      panic="$(head -n1 <<<"$panic") $(grep -E '^ *(left|right): ' <<<"$panic" | cut -c1-120 | tr '\n' ' ')"
+    else
+      panic=$(head -n2 <<<"$panic" | tr '\n' ' ' | cut -c1-200)
+    fi
     why="${panic:-${why:-exit $rc}}"
     art=$(grep -m1 -o 'Test unit written to [^ ]*' "$log" | sed 's/Test unit written to //' || true)
     result="FAIL: $why ${art:+(input: $art)} (log: $log)"
