@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod fuzzing;
 pub mod net;
 pub mod proto;
 pub(crate) mod service;
