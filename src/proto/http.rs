@@ -144,7 +144,14 @@ impl HeadReader {
         F: FnMut(&[u8]) -> Result<(), HttpError>,
     {
         let mut at = 0;
+        // Bytes left before the head passes its size limit: every rule is
+        // checked at the byte that breaks it, so the verdict does not depend
+        // on how the input was split.
+        let room = limits.max_size.saturating_sub(self.size);
         for (i, &b) in input.iter().enumerate() {
+            if i >= room {
+                return Err(TOO_LARGE);
+            }
             match b {
                 b'\n' if self.cr => {}
                 b'\n' => return Err(BARE_LF),
@@ -159,9 +166,6 @@ impl HeadReader {
             self.cr = false;
             let end = i + 1;
             self.size += end - at;
-            if self.size > limits.max_size {
-                return Err(TOO_LARGE);
-            }
             let mut carried = std::mem::take(&mut self.carry);
             let line: &[u8] = if carried.is_empty() {
                 &input[at..i]
@@ -191,9 +195,6 @@ impl HeadReader {
             self.carry = carried;
         }
         self.size += input.len() - at;
-        if self.size > limits.max_size {
-            return Err(TOO_LARGE);
-        }
         self.carry.extend_from_slice(&input[at..]);
         Ok(Progress::Partial)
     }

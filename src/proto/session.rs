@@ -276,8 +276,25 @@ impl Session {
                     }
                 }
                 Rx::Payload => {
-                    if let Some(r) = self.read_payload(input, pos, out)? {
-                        return Ok(Some(r));
+                    let limit = usize::try_from(limits.max_message).unwrap_or(usize::MAX);
+                    match self.read_payload(input, pos, out, limit) {
+                        Ok(Some(r @ Received::Closed(..))) => {
+                            // The closing handshake is over: a message in
+                            // progress will never complete.
+                            self.message = None;
+                            if let Some(p) = &mut self.partial {
+                                p.message = Vec::new();
+                            }
+                            return Ok(Some(r));
+                        }
+                        Ok(Some(r)) => return Ok(Some(r)),
+                        Ok(None) => {}
+                        Err(e) => {
+                            // Failed (a bad Close body, bad UTF-8): nothing
+                            // gathered will be delivered.
+                            self.partial = None;
+                            return Err(e);
+                        }
                     }
                     if self.rx == Rx::Payload {
                         return Ok(None);
@@ -289,11 +306,14 @@ impl Session {
 
     /// Reads what the input holds of the current frame's payload; returns
     /// an item if the frame completed one.
+    /// `max_message`: the message limit, which the gathering buffer's
+    /// capacity never passes.
     fn read_payload(
         &mut self,
         input: &mut [u8],
         pos: &mut usize,
         out: &mut Vec<u8>,
+        max_message: usize,
     ) -> Result<Option<Received>, ProtocolError> {
         let avail = (input.len() - *pos).min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let (start, end) = (*pos, *pos + avail);
@@ -359,7 +379,9 @@ impl Session {
             return Ok(Some(Received::Message(kind, Payload::Input(start, end))));
         }
         if avail > 0 {
+            let frame_rest = usize::try_from(self.remaining).unwrap_or(usize::MAX);
             let p = self.partial.get_or_insert_with(Box::default);
+            reserve_within(&mut p.message, avail, frame_rest, max_message);
             p.message.extend_from_slice(&input[start..end]);
         }
         if !last {
@@ -586,6 +608,21 @@ impl Session {
             .filter(|p| !p.message.is_empty() && p.seen_len > 0)
             .map(|p| p.seen_at)
     }
+}
+
+/// Makes room in a gathering buffer for `more` bytes now: at once for the
+/// rest of the frame (`frame_rest` more after these), doubling as a `Vec`
+/// would, but never past `max_message` (§10.4): the limit bounds what a
+/// connection holds, not only what it may be sent.
+fn reserve_within(buf: &mut Vec<u8>, more: usize, frame_rest: usize, max_message: usize) {
+    let need = buf.len() + more;
+    if need <= buf.capacity() {
+        return;
+    }
+    let frame_end = need.saturating_add(frame_rest).min(max_message);
+    let doubled = buf.capacity().saturating_mul(2).min(max_message);
+    let target = need.max(frame_end).max(doubled);
+    buf.reserve_exact(target - buf.len());
 }
 
 /// The control frame handler (§5.5), on fields split off from the session
