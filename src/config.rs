@@ -24,6 +24,8 @@ pub const DEFAULT_MAX_BACKPRESSURE: usize = 1 << 20;
 /// Connections the kernel completes and queues for the loop to accept
 /// (`listen(2)` backlog; the kernel caps it at `net.core.somaxconn`).
 pub const DEFAULT_BACKLOG: u32 = 1024;
+/// Most topics one `/pubsub` connection may subscribe to.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 256;
 /// Most open connections; past it new ones get HTTP 503.
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Time for a client to send its complete request head (slowloris defence).
@@ -69,6 +71,11 @@ pub struct Config {
     pub slow_consumer: SlowConsumer,
     /// Deliver a member's broadcast messages to itself too.
     pub broadcast_to_sender: bool,
+    /// Whether WebSocket clients may publish (room members' messages,
+    /// `/pubsub` publish); when off only HTTP publish can.
+    pub client_publish: bool,
+    /// Most topics one `/pubsub` connection may subscribe to.
+    pub max_subscriptions: usize,
     /// Required as `Authorization: Bearer <token>` on HTTP publish.
     pub publish_token: Option<String>,
     pub max_connections: usize,
@@ -119,6 +126,8 @@ impl Default for Config {
             max_backpressure: DEFAULT_MAX_BACKPRESSURE,
             slow_consumer: SlowConsumer::Close,
             broadcast_to_sender: false,
+            client_publish: true,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             publish_token: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             allowed_origins: Vec::new(),

@@ -43,6 +43,16 @@ struct Cli {
     /// Deliver broadcast messages to their sender too.
     #[arg(long)]
     broadcast_to_sender: bool,
+    /// Whether WebSocket clients may publish: room members' messages and
+    /// /pubsub publish requests. With `off`, only HTTP publish can (a
+    /// ticker, a scoreboard): a room member that sends is closed with 1008,
+    /// a /pubsub publish is answered with the error publish_not_allowed.
+    #[arg(long, value_enum, default_value_t = OnOff::On)]
+    client_publish: OnOff,
+    /// Most topics one /pubsub connection may subscribe to (more is answered
+    /// with the error too_many_subscriptions).
+    #[arg(long, default_value_t = config::DEFAULT_MAX_SUBSCRIPTIONS)]
+    max_subscriptions: usize,
     /// Require `Authorization: Bearer TOKEN` on HTTP publish
     /// (POST /broadcast/{room}). Without it, anyone who can reach the port
     /// may publish.
@@ -111,6 +121,12 @@ fn seconds(name: &str, v: f64) -> Duration {
     })
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
+}
+
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum SlowConsumerArg {
     Close,
@@ -129,6 +145,8 @@ fn main() {
             SlowConsumerArg::Drop => SlowConsumer::Drop,
         },
         broadcast_to_sender: cli.broadcast_to_sender,
+        client_publish: cli.client_publish == OnOff::On,
+        max_subscriptions: cli.max_subscriptions,
         publish_token: cli.publish_token.clone(),
         max_connections: cli.max_connections,
         allowed_origins: cli.allow_origin.clone(),

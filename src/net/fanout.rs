@@ -1,24 +1,28 @@
-//! Room delivery: at the end of each loop iteration, every room's batch
-//! (the frames broadcast into it during the iteration, encoded once) is
-//! written to each member with one vectored write, minus the member's own
-//! frames and the presence notices it did not ask for. Only what a socket
-//! will not take is queued: a large frame by reference to one shared copy
-//! of it (made once, for the first member that needs it), a small one by
-//! copy. So a member's queue keeps alive exactly the frames it still has
-//! to send, and is charged for them, never for a whole batch of other
-//! people's messages. The slow-consumer policy is applied here.
+//! Topic delivery. At the end of each loop iteration every connection gets
+//! its share of every topic published to during the iteration: the frames
+//! of those topics' batches (encoded once, in the form it wants), minus its
+//! own messages and the presence notices it did not ask for, in **one
+//! vectored write** however many topics it is subscribed to.
+//!
+//! Only what a socket will not take is queued: a large frame by reference
+//! to one shared copy of it (made once, for the first connection that needs
+//! it), a small one by copy. So a connection's queue keeps alive exactly
+//! the frames it still has to send, and is charged for them, never for a
+//! whole batch of other people's messages. The slow-consumer policy is
+//! applied here.
 
 use super::conn::{Budget, Conn};
 use super::outq::MAX_IOVECS;
 use super::transport::Transport;
 use crate::config::{Config, SlowConsumer, READ_BUFFER};
-use crate::service::broadcast::{Room, Rooms};
 use crate::service::metrics::Stats;
+use crate::service::topics::{flags, Batch, Topics};
 use slab::Slab;
+use std::collections::HashMap;
 use std::io::{self, IoSlice};
 use std::rc::Rc;
 
-/// Something to do to a member once the rooms are no longer borrowed.
+/// Something to do to a connection once the topics are no longer borrowed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Deferred {
     Teardown(&'static str),
@@ -27,185 +31,221 @@ pub(crate) enum Deferred {
 }
 
 /// Frames at least this long are queued by reference to a shared copy;
-/// shorter ones are copied into the member's own queue (a reference and
+/// shorter ones are copied into the connection's own queue (a reference and
 /// its bookkeeping would cost more than the bytes).
 const SHARE_MIN: usize = 1024;
+
+/// Bytes of one form of one batch: `batches[batch].buffer(envelope)[start..end]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Piece {
+    batch: u32,
+    envelope: bool,
+    start: usize,
+    end: usize,
+}
+
+impl Piece {
+    fn len(&self) -> usize {
+        self.end - self.start
+    }
+
+    fn bytes<'b>(&self, batches: &'b [Batch]) -> &'b [u8] {
+        &batches[self.batch as usize].buffer(self.envelope)[self.start..self.end]
+    }
+}
+
+/// A subscription of a dirty topic: (connection, batch, flags).
+type Pending = (u32, u32, u8);
 
 /// Scratch space reused from iteration to iteration.
 #[derive(Debug, Default)]
 pub(crate) struct Fanout {
-    /// The byte ranges of a batch that go to the current member, with
-    /// neighbouring frames merged.
-    ranges: Vec<(usize, usize)>,
-    /// The frames that go to the current member: (start, end) in the batch.
-    picked: Vec<(usize, usize)>,
-    /// Shared copies of the current room's large frames, by start offset,
-    /// made when a first member has to queue one.
-    shared: Vec<(usize, Rc<[u8]>)>,
-    /// Members to act on after delivery.
+    pending: Vec<Pending>,
+    /// What goes to the current connection, neighbouring frames merged.
+    ranges: Vec<Piece>,
+    /// The same, frame by frame.
+    picked: Vec<Piece>,
+    /// Shared copies of large frames, made when a first connection has to
+    /// queue one: by (batch, form, start).
+    shared: HashMap<(u32, bool, usize), Rc<[u8]>>,
+    /// Connections to act on after delivery.
     pub deferred: Vec<(usize, Deferred)>,
 }
 
 impl Fanout {
-    /// Writes every room's batch of this iteration to its members and
-    /// empties the batches. Members to close or drop are left in
-    /// `self.deferred`.
+    /// Writes this iteration's batches to their subscribers and empties
+    /// them. Connections to close or drop are left in `self.deferred`.
     pub fn deliver<S: Transport>(
         &mut self,
-        rooms: &mut Rooms,
+        topics: &mut Topics,
         conns: &mut Slab<Conn<S>>,
         config: &Config,
         stats: &mut Stats,
         memory: &mut Budget,
     ) {
-        let dirty = rooms.take_dirty();
-        for &id in &dirty {
-            let Some(room) = rooms.get_mut(id) else { continue };
-            self.shared.clear();
-            for member in &room.members {
-                let m = member.conn;
-                let Some(conn) = conns.get_mut(m) else { continue };
-                let wants_presence = member.presence.is_some();
-                let over_budget = memory.exceeded();
-                if let Some(d) = self.deliver_to(conn, m, wants_presence, room, config, stats, over_budget) {
-                    self.deferred.push((m, d));
-                }
-                memory.sync(conn);
-            }
-            self.shared.clear();
-            room.batch.clear();
-            room.frames.clear();
-            if room.batch.capacity() > 4 * READ_BUFFER {
-                room.batch = Vec::new();
-                room.frames = Vec::new();
-            }
+        let batches = topics.batches();
+        if batches.is_empty() {
+            return;
         }
-        rooms.restore_dirty(dirty);
+        let mut pending = std::mem::take(&mut self.pending);
+        pending.clear();
+        for (b, batch) in batches.iter().enumerate() {
+            let Some(topic) = topics.get(batch.topic) else { continue };
+            pending.extend(topic.subs().iter().map(|s| (s.conn, b as u32, s.flags)));
+        }
+        // One topic: each connection appears once. Several: a connection's
+        // share of each is gathered into its one write.
+        if batches.len() > 1 {
+            pending.sort_unstable_by_key(|&(conn, batch, _)| (conn, batch));
+        }
+        for group in pending.chunk_by(|a, b| a.0 == b.0) {
+            let key = group[0].0 as usize;
+            let Some(conn) = conns.get_mut(key) else { continue };
+            let over_budget = memory.exceeded();
+            if let Some(d) = self.deliver_to(conn, key, group, batches, config, stats, over_budget) {
+                self.deferred.push((key, d));
+            }
+            memory.sync(conn);
+        }
+        self.pending = pending;
+        self.shared.clear();
+        topics.end_iteration(4 * READ_BUFFER);
     }
 
-    /// Writes a room's batch to member `key`, minus what is not for it,
-    /// with one vectored write; queues what the socket does not take.
-    /// Applies the slow-consumer policy.
+    /// Writes connection `key` its share of the batches in `group` with one
+    /// vectored write; queues what the socket does not take. Applies the
+    /// slow-consumer policy.
     #[allow(clippy::too_many_arguments)]
     fn deliver_to<S: Transport>(
         &mut self,
         conn: &mut Conn<S>,
         key: usize,
-        wants_presence: bool,
-        room: &Room,
+        group: &[Pending],
+        batches: &[Batch],
         config: &Config,
         stats: &mut Stats,
         over_budget: bool,
     ) -> Option<Deferred> {
-        if let Err(d) = self.select(conn.queued(), key, wants_presence, room, config, stats, over_budget) {
+        if let Err(d) = self.select(conn.queued(), key, group, batches, config, stats, over_budget) {
             return Some(d);
         }
         if self.ranges.is_empty() {
             return None;
         }
-        let batch = &room.batch;
         let mut written = 0;
         if conn.queued() == 0 {
-            match write_ranges(&mut conn.stream, batch, &self.ranges, stats) {
+            match write_pieces(&mut conn.stream, batches, &self.ranges, stats) {
                 Ok(n) => written = n,
                 Err(_) => return Some(Deferred::Teardown("write error")),
             }
         }
         // Queue the rest, frame by frame.
-        for i in 0..self.picked.len() {
-            let (s, e) = self.picked[i];
-            if written >= e - s {
-                written -= e - s;
+        for p in &self.picked {
+            if written >= p.len() {
+                written -= p.len();
                 continue;
             }
-            let from = s + written;
+            let from = p.start + written;
             written = 0;
             let q = conn.out.get_or_insert_with(Box::default);
-            if e - s < SHARE_MIN {
-                q.push(&batch[from..e]);
+            let buffer = batches[p.batch as usize].buffer(p.envelope);
+            if p.len() < SHARE_MIN {
+                q.push(&buffer[from..p.end]);
             } else {
-                let rc = match self.shared.iter().position(|(at, _)| *at == s) {
-                    Some(j) => &self.shared[j].1,
-                    None => {
-                        self.shared.push((s, Rc::from(&batch[s..e])));
-                        &self.shared[self.shared.len() - 1].1
-                    }
-                };
-                q.push_shared(rc, from - s, e - s);
+                let rc = self
+                    .shared
+                    .entry((p.batch, p.envelope, p.start))
+                    .or_insert_with(|| Rc::from(&buffer[p.start..p.end]));
+                q.push_shared(rc, from - p.start, p.len());
             }
         }
         None
     }
 
-    /// Collects into `self.ranges` the parts of the batch that go to member
-    /// `key`, merging neighbours; `Err` if the member is to be closed as a
-    /// slow consumer.
+    /// Collects into `self.ranges` and `self.picked` the frames that go to
+    /// connection `key`; `Err` if it is to be closed as a slow consumer.
     #[allow(clippy::too_many_arguments)]
     fn select(
         &mut self,
         queued: usize,
         key: usize,
-        wants_presence: bool,
-        room: &Room,
+        group: &[Pending],
+        batches: &[Batch],
         config: &Config,
         stats: &mut Stats,
         over_budget: bool,
     ) -> Result<(), Deferred> {
         self.ranges.clear();
         self.picked.clear();
-        let (mut total, mut frames, mut start) = (0, 0, 0);
-        for f in &room.frames {
-            let (s, e) = (start, f.end);
-            start = f.end;
-            if (f.sender == Some(key) && !config.broadcast_to_sender) || (f.presence && !wants_presence) {
-                continue;
-            }
-            // Slow means a backlog over the cap: a frame always goes onto a
-            // queue that is under it, however large the frame (a message up
-            // to --max-message-size is not a slow consumer's fault). When
-            // memory is short (--max-memory), any backlog is slow.
-            let short = queued > 0 && over_budget;
-            if short {
-                stats.memory_refused_deliveries += 1;
-            }
-            if queued + total > config.max_backpressure || short {
-                match config.slow_consumer {
-                    SlowConsumer::Close => return Err(Deferred::SlowConsumer),
-                    SlowConsumer::Drop => {
-                        stats.slow_consumer_drops += 1;
-                        continue;
+        let mut total = 0;
+        for &(_, b, sub_flags) in group {
+            let batch = &batches[b as usize];
+            let envelope = sub_flags & flags::ENVELOPE != 0;
+            for (i, f) in batch.frames.iter().enumerate() {
+                let own = f.sender == Some(key as u32) && !config.broadcast_to_sender;
+                if own || (f.presence && sub_flags & flags::PRESENCE == 0) {
+                    continue;
+                }
+                let (start, end) = batch.frame_range(i, envelope);
+                if start == end {
+                    continue; // not encoded in this form (presence for envelopes)
+                }
+                // Slow means a backlog over the cap: a frame always goes onto
+                // a queue that is under it, however large the frame (a
+                // message up to --max-message-size is not a slow consumer's
+                // fault). When memory is short (--max-memory), any backlog is
+                // slow.
+                let short = queued > 0 && over_budget;
+                if short {
+                    stats.memory_refused_deliveries += 1;
+                }
+                if queued + total > config.max_backpressure || short {
+                    match config.slow_consumer {
+                        SlowConsumer::Close => return Err(Deferred::SlowConsumer),
+                        SlowConsumer::Drop => {
+                            stats.slow_consumer_drops += 1;
+                            continue;
+                        }
                     }
                 }
-            }
-            total += e - s;
-            frames += 1;
-            self.picked.push((s, e));
-            match self.ranges.last_mut() {
-                Some(last) if last.1 == s => last.1 = e,
-                _ => self.ranges.push((s, e)),
+                let piece = Piece {
+                    batch: b,
+                    envelope,
+                    start,
+                    end,
+                };
+                total += piece.len();
+                if envelope {
+                    stats.deliveries_enveloped += 1;
+                }
+                self.picked.push(piece);
+                match self.ranges.last_mut() {
+                    Some(last) if last.batch == b && last.envelope == envelope && last.end == start => last.end = end,
+                    _ => self.ranges.push(piece),
+                }
             }
         }
-        stats.messages_out += frames;
+        stats.messages_out += self.picked.len() as u64;
         stats.bytes_out += total as u64;
         Ok(())
     }
 }
 
-/// Writes `ranges` of `batch` straight to the socket, `MAX_IOVECS` ranges
-/// per write, until done or the socket is full. Returns how many bytes it
-/// took.
-fn write_ranges<S: Transport>(
+/// Writes `pieces` straight to the socket, `MAX_IOVECS` per write, until
+/// done or the socket is full. Returns how many bytes it took.
+fn write_pieces<S: Transport>(
     stream: &mut S,
-    batch: &[u8],
-    ranges: &[(usize, usize)],
+    batches: &[Batch],
+    pieces: &[Piece],
     stats: &mut Stats,
 ) -> io::Result<usize> {
     let (mut next, mut partial, mut total) = (0, 0, 0);
-    while next < ranges.len() {
-        let window = &ranges[next..ranges.len().min(next + MAX_IOVECS)];
+    while next < pieces.len() {
+        let window = &pieces[next..pieces.len().min(next + MAX_IOVECS)];
         let mut iov = [IoSlice::new(&[]); MAX_IOVECS];
-        for (i, &(s, e)) in window.iter().enumerate() {
-            iov[i] = IoSlice::new(&batch[s + if i == 0 { partial } else { 0 }..e]);
+        for (i, p) in window.iter().enumerate() {
+            let bytes = p.bytes(batches);
+            iov[i] = IoSlice::new(if i == 0 { &bytes[partial..] } else { bytes });
         }
         stats.write_calls += 1;
         match stream.write_vectored(&iov[..window.len()]) {
@@ -213,8 +253,7 @@ fn write_ranges<S: Transport>(
             Ok(mut n) => {
                 total += n;
                 while n > 0 {
-                    let (s, e) = ranges[next];
-                    let left = e - s - partial;
+                    let left = pieces[next].len() - partial;
                     if n < left {
                         partial += n;
                         break;

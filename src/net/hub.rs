@@ -256,10 +256,23 @@ impl<S: Transport> Hub<S> {
                 Event::Body(req, body) => service.on_body(req, body, config),
                 Event::Message(kind, payload) => {
                     trace!("#{key}: {kind:?} message of {} bytes", payload.len());
-                    if let Command::Send(kind, payload) = service.on_message(key, conn.route, kind, payload, config) {
+                    let (mut sent, mut close) = (None, None);
+                    match service.on_message(key, conn.route, kind, payload, config) {
+                        Command::Send(kind, payload) => {
+                            frame::write(wbuf, kind.opcode(), payload, None);
+                            sent = Some(payload.len());
+                        }
+                        Command::Close(code, reason) => close = Some((code, reason)),
+                        Command::None => {}
+                    }
+                    if let Some(n) = sent {
                         service.stats.messages_out += 1;
-                        service.stats.bytes_out += payload.len() as u64;
-                        frame::write(wbuf, kind.opcode(), payload, None);
+                        service.stats.bytes_out += n as u64;
+                    }
+                    if let Some((code, reason)) = close {
+                        debug!("#{key}: closing: {reason}");
+                        service.stats.count_close(code);
+                        conn.proto.close(settings, now, code, reason, wbuf);
                     }
                     continue;
                 }
@@ -420,7 +433,7 @@ impl<S: Transport> Hub<S> {
             memory,
             ..
         } = self;
-        fanout.deliver(&mut service.rooms, conns, config, &mut service.stats, memory);
+        fanout.deliver(&mut service.topics, conns, config, &mut service.stats, memory);
         let mut deferred = std::mem::take(&mut self.fanout.deferred);
         for (key, d) in deferred.drain(..) {
             match d {
@@ -506,7 +519,8 @@ fn snapshot<'a, S>(conns: &Slab<Conn<S>>, service: &'a Service, timers: &Timers,
         stats: &service.stats,
         connections: conns.len(),
         queued_bytes: conns.iter().map(|(_, c)| c.out.as_ref().map_or(0, |q| q.len())).sum(),
-        rooms: service.rooms.len(),
+        topics: service.topics.len(),
+        subscriptions: service.topics.subscriptions(),
         timer_entries: timers.len(),
     }
 }

@@ -31,6 +31,8 @@ struct Pipe {
     readable_edge: bool,
     /// The writer has not been told of room that appeared.
     writable_edge: bool,
+    /// Write calls the server made into this pipe.
+    writes: usize,
 }
 
 impl Pipe {
@@ -42,6 +44,7 @@ impl Pipe {
             closed: false,
             readable_edge: false,
             writable_edge: true,
+            writes: 0,
         }))
     }
 }
@@ -73,13 +76,25 @@ impl Read for MemStream {
 
 impl Write for MemStream {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[io::IoSlice::new(buf)])
+    }
+
+    /// Like `writev(2)`: as much of the slices as fits, in one call.
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let mut p = self.tx.borrow_mut();
         assert!(!p.shut, "write after shutdown");
-        let n = buf.len().min(p.cap - p.bytes.len());
-        if n == 0 && !buf.is_empty() {
+        p.writes += 1;
+        let wanted: usize = bufs.iter().map(|b| b.len()).sum();
+        let mut room = p.cap - p.bytes.len();
+        if room == 0 && wanted > 0 {
             return Err(io::ErrorKind::WouldBlock.into());
         }
-        p.bytes.extend(&buf[..n]);
+        let mut n = 0;
+        for b in bufs {
+            let take = b.len().min(room);
+            p.bytes.extend(&b[..take]);
+            (n, room) = (n + take, room - take);
+        }
         Ok(n)
     }
 
@@ -880,4 +895,188 @@ fn past_the_memory_budget_a_member_with_a_backlog_is_a_slow_consumer() {
         }
     }
     assert_eq!(last, Some(8), "closed as a slow consumer");
+}
+
+// ------------------------------------------------------------- topics --
+
+/// A `/pubsub` request as a text frame.
+fn request(c: &Client, json: &str) {
+    c.frame(Opcode::Text, json.as_bytes());
+}
+
+/// The next frame's payload as text.
+fn text_of(c: &mut Client) -> String {
+    String::from_utf8(c.next_frame().expect("a frame").payload).unwrap()
+}
+
+#[test]
+fn pubsub_subscribe_publish_unsubscribe_round_trip() {
+    let mut w = World::new(config());
+    let mut sub = w.open("/pubsub");
+    let publisher = w.open("/pubsub");
+    request(&sub, r#"{"type":"subscribe","topic":"prices.AAPL","id":1}"#);
+    w.settle();
+    assert_eq!(text_of(&mut sub), r#"{"type":"ack","id":1}"#);
+    request(
+        &publisher,
+        r#"{"type":"publish","topic":"prices.AAPL","data":{"bid":189.5}}"#,
+    );
+    request(&publisher, r#"{"type":"publish","topic":"prices.MSFT","data":1}"#);
+    w.settle();
+    assert_eq!(
+        text_of(&mut sub),
+        r#"{"type":"message","topic":"prices.AAPL","data":{"bid":189.5}}"#
+    );
+    assert_eq!(sub.next_frame(), None, "nothing from a topic not subscribed");
+    request(&sub, r#"{"type":"unsubscribe","topic":"prices.AAPL","id":2}"#);
+    // In the same read as the unsubscribe: no longer delivered.
+    request(&publisher, r#"{"type":"publish","topic":"prices.AAPL","data":2}"#);
+    w.settle();
+    assert_eq!(text_of(&mut sub), r#"{"type":"ack","id":2}"#);
+    assert_eq!(sub.next_frame(), None);
+    assert_eq!(w.metric("wsloop_subscriptions"), 0);
+    assert_eq!(w.metric("wsloop_topics"), 0);
+}
+
+#[test]
+fn a_connection_on_many_topics_gets_one_write_per_iteration() {
+    let mut w = World::new(config());
+    let mut sub = w.open("/pubsub");
+    let topics: Vec<String> = (0..50).map(|i| format!("t{i}")).collect();
+    let names = serde_json::to_string(&topics).unwrap();
+    request(&sub, &format!(r#"{{"type":"subscribe","topics":{names},"id":1}}"#));
+    w.settle();
+    assert_eq!(text_of(&mut sub), r#"{"type":"ack","id":1}"#);
+    // A room member on one of them, and a publisher on others.
+    let member = w.open("/broadcast/t7");
+    let publisher = w.open("/pubsub");
+    let writes_before = sub.rx.borrow().writes;
+    for t in topics.iter().chain(["other".to_string()].iter()) {
+        request(
+            &publisher,
+            &format!(r#"{{"type":"publish","topic":"{t}","data":"{t}"}}"#),
+        );
+    }
+    member.frame(Opcode::Text, b"from the room");
+    w.step(); // one iteration reads both and delivers
+    assert_eq!(sub.rx.borrow().writes - writes_before, 1, "one write for 51 deliveries");
+    let mut got = Vec::new();
+    while let Some(f) = sub.next_frame() {
+        let v: serde_json::Value = serde_json::from_slice(&f.payload).unwrap();
+        got.push((
+            v["topic"].as_str().unwrap().to_string(),
+            v["data"].as_str().unwrap().to_string(),
+        ));
+    }
+    let mut expect: Vec<(String, String)> = topics.iter().map(|t| (t.clone(), t.clone())).collect();
+    expect.push(("t7".into(), "from the room".into()));
+    got.sort();
+    expect.sort();
+    assert_eq!(got, expect, "each topic's messages once, nothing from `other`");
+}
+
+#[test]
+fn rooms_and_pubsub_interoperate_both_ways() {
+    let mut w = World::new(config());
+    let mut member = w.open("/broadcast/chat");
+    let mut sub = w.open("/pubsub");
+    request(&sub, r#"{"type":"subscribe","topic":"chat","id":1}"#);
+    w.settle();
+    text_of(&mut sub);
+    // Bare → pubsub: JSON passes as data, text as a string, binary in the
+    // binary form.
+    let other = w.open("/broadcast/chat");
+    other.frame(Opcode::Text, br#"{"a":1}"#);
+    other.frame(Opcode::Text, b"hello");
+    other.frame(Opcode::Binary, b"\x00\xff");
+    w.settle();
+    assert_eq!(text_of(&mut sub), r#"{"type":"message","topic":"chat","data":{"a":1}}"#);
+    assert_eq!(text_of(&mut sub), r#"{"type":"message","topic":"chat","data":"hello"}"#);
+    let bin = sub.next_frame().unwrap();
+    assert_eq!((bin.opcode, bin.payload), (2, b"\x81\x04chat\x00\xff".to_vec()));
+    for expect in [&br#"{"a":1}"#[..], b"hello", b"\x00\xff"] {
+        assert_eq!(member.next_frame().unwrap().payload, expect);
+    }
+    // Pubsub → bare: a string's value, other JSON verbatim.
+    request(&sub, r#"{"type":"publish","topic":"chat","data":"hi there"}"#);
+    request(&sub, r#"{"type":"publish","topic":"chat","data":[1, 2]}"#);
+    w.settle();
+    assert_eq!(text_of(&mut member), "hi there");
+    assert_eq!(text_of(&mut member), "[1, 2]");
+    assert_eq!(sub.next_frame(), None, "a publisher does not get its own message");
+}
+
+#[test]
+fn with_client_publish_off_only_http_publishes() {
+    let mut w = World::new(Config {
+        client_publish: false,
+        ..config()
+    });
+    let mut sub = w.open("/pubsub");
+    request(&sub, r#"{"type":"subscribe","topic":"score","id":1}"#);
+    request(&sub, r#"{"type":"publish","topic":"score","data":1,"id":2}"#);
+    w.settle();
+    assert_eq!(text_of(&mut sub), r#"{"type":"ack","id":1}"#);
+    assert!(text_of(&mut sub).contains(r#""code":"publish_not_allowed""#));
+    let mut member = w.open("/broadcast/score");
+    member.frame(Opcode::Text, b"goal?");
+    w.settle();
+    let close = member.next_frame().unwrap();
+    assert_eq!(close.close_code(), Some(1008));
+    assert_eq!(&close.payload[2..], b"publishing is not allowed");
+    // HTTP publish, one and a batch.
+    let mut http = w.connect();
+    let body = r#"[{"type":"publish","topic":"score","data":{"home":1}},{"type":"publish","topic":"none","data":0}]"#;
+    http.send(
+        format!(
+            "POST /pubsub HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .as_bytes(),
+    );
+    http.send(b"POST /broadcast/score HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\n\"2\"!");
+    w.settle();
+    let (status, _, reply) = http.response().unwrap();
+    assert_eq!((status, reply), (202, b"{\"published\":2,\"recipients\":1}\n".to_vec()));
+    assert_eq!(
+        http.response().map(|r| (r.0, r.2)),
+        Some((202, b"{\"recipients\":1}\n".to_vec()))
+    );
+    assert_eq!(
+        text_of(&mut sub),
+        r#"{"type":"message","topic":"score","data":{"home":1}}"#
+    );
+    assert_eq!(
+        text_of(&mut sub),
+        r#"{"type":"message","topic":"score","data":"\"2\"!"}"#
+    );
+}
+
+#[test]
+fn too_many_subscriptions_is_an_error_not_a_disconnect() {
+    let mut w = World::new(Config {
+        max_subscriptions: 3,
+        ..config()
+    });
+    let mut sub = w.open("/pubsub");
+    request(&sub, r#"{"type":"subscribe","topics":["a","b","c"],"id":1}"#);
+    request(&sub, r#"{"type":"subscribe","topic":"d","id":2}"#);
+    request(&sub, r#"{"type":"nonsense","id":3}"#);
+    w.settle();
+    assert_eq!(text_of(&mut sub), r#"{"type":"ack","id":1}"#);
+    assert!(text_of(&mut sub).contains(r#""id":2,"code":"too_many_subscriptions""#));
+    assert!(text_of(&mut sub).contains(r#""id":3,"code":"unknown_type""#));
+    // Still subscribed to the three, and open.
+    let publisher = w.open("/broadcast/c");
+    publisher.frame(Opcode::Text, b"still here");
+    w.settle();
+    assert_eq!(
+        text_of(&mut sub),
+        r#"{"type":"message","topic":"c","data":"still here"}"#
+    );
+    assert_eq!(w.metric("wsloop_subscriptions"), 4);
+    // Its subscriptions go with it.
+    sub.shut();
+    w.settle();
+    assert_eq!(w.metric("wsloop_subscriptions"), 1);
 }

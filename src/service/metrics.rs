@@ -20,9 +20,14 @@ pub struct Stats {
     pub bytes_out: u64,
     /// Messages broadcast (each counted once however many recipients).
     pub broadcasts: u64,
-    /// Broadcast deliveries (one per recipient).
+    /// Broadcast deliveries (one per recipient), counted when published.
     pub deliveries: u64,
+    /// Deliveries written (or queued) in the enveloped form (`/pubsub`);
+    /// the rest of `messages_out` for topics are bare.
+    pub deliveries_enveloped: u64,
     pub http_publishes: u64,
+    /// `/pubsub` requests answered with an error.
+    pub pubsub_errors: u64,
     pub slow_consumer_drops: u64,
     pub slow_consumer_disconnects: u64,
     /// Refusals for lack of memory (`--max-memory`): messages closed with
@@ -78,7 +83,9 @@ pub struct Snapshot<'a> {
     pub connections: usize,
     /// Bytes waiting for slow sockets.
     pub queued_bytes: usize,
-    pub rooms: usize,
+    /// Topics (a room is a topic), and subscriptions in all.
+    pub topics: usize,
+    pub subscriptions: usize,
     /// Entries in the deadline heap (one per open connection).
     pub timer_entries: usize,
     /// Memory charged to connections, and the budget (`--max-memory`).
@@ -275,7 +282,25 @@ fn families<'s>(snap: &Snapshot<'s>) -> Vec<Family<'s>> {
             "Bytes waiting for slow sockets.",
             One(snap.queued_bytes as u64),
         ),
-        family("rooms", gauge, "Broadcast rooms.", One(snap.rooms as u64)),
+        family("topics", gauge, "Topics (rooms included).", One(snap.topics as u64)),
+        family(
+            "subscriptions",
+            gauge,
+            "Subscriptions (a room member holds one).",
+            One(snap.subscriptions as u64),
+        ),
+        family(
+            "deliveries_enveloped_total",
+            counter,
+            "Topic deliveries in the enveloped (/pubsub) form.",
+            One(s.deliveries_enveloped),
+        ),
+        family(
+            "pubsub_errors_total",
+            counter,
+            "/pubsub requests answered with an error.",
+            One(s.pubsub_errors),
+        ),
         family(
             "timer_entries",
             gauge,
@@ -316,7 +341,8 @@ mod tests {
             stats: &stats,
             connections: 3,
             queued_bytes: 10,
-            rooms: 2,
+            topics: 2,
+            subscriptions: 4,
             timer_entries: 3,
             memory_used: 5,
             memory_limit: 9,

@@ -1,21 +1,30 @@
 //! What the server does with requests and messages. Services never touch
 //! sockets: the loop hands them each request head, request body and
 //! message, and applies the answer ([`Reply`], [`Command`]).
+//!
+//! - echo (`/`, `/echo`);
+//! - rooms (`/broadcast/{room}`) and `/pubsub`, both on [`topics`];
+//! - HTTP publish (`POST /broadcast/{topic}`, `POST /pubsub` for a batch),
+//!   the chat page (`GET /`), its client module (`GET /wsloop.js`), health
+//!   and [`metrics`].
 
-pub mod broadcast;
 pub mod echo;
 pub mod metrics;
+mod pubsub;
+pub mod topics;
 
 use crate::config::Config;
 use crate::proto::handshake::{self, Key, Method, Request};
 use crate::proto::http::{self, HttpError};
 use crate::proto::MessageKind;
-use broadcast::{RoomId, Rooms};
 use metrics::Stats;
 use std::borrow::Cow;
+use topics::{Message, TopicId, Topics};
 
 /// The chat page served at `GET /`.
 const CHAT_PAGE: &str = include_str!("../../web/chat.html");
+/// The browser client of the topics protocol, served at `GET /wsloop.js`.
+const CLIENT_MODULE: &str = include_str!("../../web/wsloop.js");
 
 /// What a request head asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,15 +34,21 @@ pub(crate) enum Target {
     /// A WebSocket upgrade joining a broadcast room; with `Some(name)`, the
     /// member asked for presence notices (`?presence=1&name=...`).
     Join(Key, String, Option<String>),
+    /// A WebSocket upgrade to `/pubsub`.
+    PubSub(Key),
     /// `GET /` without an upgrade: the chat page.
     Page,
-    /// `POST /broadcast/{room}`: deliver the body (of this many bytes) to
-    /// the room's members.
+    /// `GET /wsloop.js`.
+    ClientModule,
+    /// `POST /broadcast/{topic}`: deliver the body (of this many bytes) to
+    /// the topic's subscribers.
     Publish {
-        room: String,
+        topic: String,
         len: usize,
         kind: Option<MessageKind>,
     },
+    /// `POST /pubsub`: a JSON array of publish requests (of this many bytes).
+    PublishBatch { len: usize },
     /// `GET /healthz`.
     Health,
     /// `GET /metrics`.
@@ -46,8 +61,10 @@ pub enum Route {
     /// None (yet, or any more: a closing connection leaves its room).
     None,
     Echo,
-    /// Member of this room.
-    Room(RoomId),
+    /// Member of this room (the topic it publishes to).
+    Room(TopicId),
+    /// A `/pubsub` connection (its subscriptions are in [`Topics`]).
+    PubSub,
 }
 
 /// The answer to a request.
@@ -82,13 +99,17 @@ pub enum Command<'a> {
     None,
     /// Send this message back to the sender.
     Send(MessageKind, &'a [u8]),
+    /// Start the closing handshake with this code and reason.
+    Close(u16, &'static str),
 }
 
-/// The state of every service: rooms and the counters.
+/// The state of every service: topics and the counters.
 #[derive(Debug, Default)]
 pub struct Service {
-    pub rooms: Rooms,
+    pub topics: Topics,
     pub stats: Stats,
+    /// The answer to the last `/pubsub` request (reused).
+    reply: Vec<u8>,
 }
 
 impl Service {
@@ -106,38 +127,52 @@ impl Service {
             let chosen = handshake::select_subprotocol(req, &config.subprotocols)?;
             config.subprotocols.iter().position(|p| p == chosen)
         };
+        let upgrade = |route| Reply::Upgrade {
+            route,
+            protocol: protocol(),
+        };
         match target {
-            Target::Echo(_) => Reply::Upgrade {
-                route: Route::Echo,
-                protocol: protocol(),
+            Target::Echo(_) => upgrade(Route::Echo),
+            Target::PubSub(_) => upgrade(Route::PubSub),
+            Target::Join(_, name, presence) => match self.topics.join(key as u32, &name, presence.as_deref()) {
+                Ok(room) => upgrade(Route::Room(room)),
+                Err(_) => Reply::Refuse(HttpError::new(500, "cannot join the room")),
             },
-            Target::Join(_, name, presence) => {
-                let room = self.rooms.join(&name, key, presence.as_deref());
-                Reply::Upgrade {
-                    route: Route::Room(room),
-                    protocol: protocol(),
-                }
-            }
-            Target::Page => Reply::Respond(Page {
-                status: 200,
-                content_type: "text/html; charset=utf-8",
-                body: Cow::Borrowed(CHAT_PAGE.as_bytes()),
-            }),
-            Target::Health => Reply::Respond(Page {
-                status: 200,
-                content_type: "text/plain",
-                body: Cow::Borrowed(b"ok\n"),
-            }),
+            Target::Page => page(200, "text/html; charset=utf-8", CHAT_PAGE.as_bytes()),
+            Target::ClientModule => page(200, "text/javascript; charset=utf-8", CLIENT_MODULE.as_bytes()),
+            Target::Health => page(200, "text/plain", b"ok\n"),
             Target::Metrics => Reply::Metrics,
-            Target::Publish { len, .. } => Reply::ReadBody(len),
+            Target::Publish { len, .. } | Target::PublishBatch { len } => Reply::ReadBody(len),
         }
     }
 
     /// Answers a request body (an HTTP publish).
     pub fn on_body(&mut self, req: &Request, body: &[u8], config: &Config) -> Reply {
-        let Ok(Target::Publish { room, kind, .. }) = route(req, config) else {
-            return Reply::Refuse(HttpError::new(500, "body without a publish"));
+        let published = match route(req, config) {
+            Ok(Target::Publish { topic, kind, .. }) => self.publish_body(&topic, kind, body),
+            Ok(Target::PublishBatch { .. }) => pubsub::publish_batch(self, body, config),
+            _ => Err(HttpError::new(500, "body without a publish")),
         };
+        let body = match published {
+            Ok((None, recipients)) => format!("{{\"recipients\":{recipients}}}\n"),
+            Ok((Some(messages), recipients)) => format!("{{\"published\":{messages},\"recipients\":{recipients}}}\n"),
+            Err(e) => return Reply::Refuse(e),
+        };
+        Reply::Respond(Page {
+            status: 202,
+            content_type: "application/json",
+            body: Cow::Owned(body.into_bytes()),
+        })
+    }
+
+    /// `POST /broadcast/{topic}`: the body is one message, text if it is
+    /// UTF-8 (or the Content-Type says so), else binary.
+    fn publish_body(
+        &mut self,
+        topic: &str,
+        kind: Option<MessageKind>,
+        body: &[u8],
+    ) -> Result<(Option<usize>, usize), HttpError> {
         let valid_text = std::str::from_utf8(body).is_ok();
         let kind = kind.unwrap_or(if valid_text {
             MessageKind::Text
@@ -145,25 +180,25 @@ impl Service {
             MessageKind::Binary
         });
         if kind == MessageKind::Text && !valid_text {
-            return Reply::Refuse(HttpError::bad("text body is not UTF-8"));
+            return Err(HttpError::bad("text body is not UTF-8"));
         }
-        let recipients = match self.rooms.find(&room) {
-            Some(id) => self.rooms.publish(id, None, false, kind, body),
+        let recipients = match self.topics.find(topic) {
+            Some(id) => self.topics.publish(id, None, false, Message::Bare(kind, body)),
             None => 0,
         };
+        self.count_publish(recipients);
         self.stats.http_publishes += 1;
+        Ok((None, recipients))
+    }
+
+    fn count_publish(&mut self, recipients: usize) {
         self.stats.broadcasts += 1;
         self.stats.deliveries += recipients as u64;
-        Reply::Respond(Page {
-            status: 202,
-            content_type: "application/json",
-            body: Cow::Owned(format!("{{\"recipients\":{recipients}}}\n").into_bytes()),
-        })
     }
 
     /// Hands a complete message from connection `key` to its service.
     pub fn on_message<'p>(
-        &mut self,
+        &'p mut self,
         key: usize,
         route: Route,
         kind: MessageKind,
@@ -174,25 +209,39 @@ impl Service {
         self.stats.bytes_in += payload.len() as u64;
         match route {
             Route::Echo => echo::on_message(kind, payload),
+            Route::Room(_) if !config.client_publish => {
+                Command::Close(crate::proto::close::code::POLICY_VIOLATION, "publishing is not allowed")
+            }
             Route::Room(room) => {
                 let to_sender = config.broadcast_to_sender;
-                let n = self.rooms.publish(room, Some(key), to_sender, kind, payload);
-                self.stats.broadcasts += 1;
-                self.stats.deliveries += n as u64;
+                let n = self
+                    .topics
+                    .publish(room, Some(key as u32), to_sender, Message::Bare(kind, payload));
+                self.count_publish(n);
                 Command::None
             }
+            Route::PubSub => pubsub::on_message(self, key as u32, kind, payload, config),
             Route::None => Command::None,
         }
     }
 
     /// Connection `key` stops taking part in its route (it is closing or
-    /// gone): the one place a member leaves its room.
+    /// gone): the one place a member leaves its room or a subscriber its
+    /// topics.
     pub fn detach(&mut self, key: usize, route: &mut Route) {
-        if let Route::Room(room) = *route {
-            self.rooms.leave(room, key);
+        if matches!(*route, Route::Room(_) | Route::PubSub) {
+            self.topics.unsubscribe_all(key as u32);
         }
         *route = Route::None;
     }
+}
+
+fn page(status: u16, content_type: &'static str, body: &'static [u8]) -> Reply {
+    Reply::Respond(Page {
+        status,
+        content_type,
+        body: Cow::Borrowed(body),
+    })
 }
 
 /// Decides what a request head is asking for, or the HTTP error to answer
@@ -204,7 +253,8 @@ pub(crate) fn route(req: &Request, config: &Config) -> Result<Target, HttpError>
     // the next request on this connection (request smuggling through a
     // proxy that reuses connections): refuse it.
     let has_body = req.transfer_encoding || req.content_length.is_some_and(|n| n > 0);
-    if has_body && !(req.method == Method::Post && path.starts_with("/broadcast")) {
+    let publish_path = path.starts_with("/broadcast") || path == "/pubsub";
+    if has_body && !(req.method == Method::Post && publish_path) {
         return Err(HttpError::bad("unexpected request body"));
     }
     // (A missing Host in HTTP/1.1 is refused by the parser, RFC 9112 §3.2.)
@@ -218,6 +268,25 @@ pub(crate) fn route(req: &Request, config: &Config) -> Result<Target, HttpError>
     match path {
         "/healthz" => return get_only(Target::Health),
         "/metrics" => return get_only(Target::Metrics),
+        "/wsloop.js" => return get_only(Target::ClientModule),
+        "/pubsub" => {
+            return match req.method {
+                Method::Get => {
+                    let key = req.websocket_key()?;
+                    check_origin(req, config)?;
+                    Ok(Target::PubSub(key))
+                }
+                Method::Post => {
+                    check_publisher(req, config)?;
+                    Ok(Target::PublishBatch {
+                        len: body_length(req, config)?,
+                    })
+                }
+                _ => {
+                    Err(HttpError::new(405, "/pubsub takes GET (WebSocket) or POST (publish)").with_allow("GET, POST"))
+                }
+            };
+        }
         // `/` echoes too: it is what most benchmark clients and the classic
         // examples connect to.
         "/" if !req.wants_upgrade() => return get_only(Target::Page),
@@ -232,8 +301,11 @@ pub(crate) fn route(req: &Request, config: &Config) -> Result<Target, HttpError>
         }
         _ => {}
     }
-    let Some(room) = broadcast::room_name(path) else {
-        return Err(HttpError::new(404, "no such endpoint; try /echo or /broadcast/{room}"));
+    let Some(room) = topics::room_name(path) else {
+        return Err(HttpError::new(
+            404,
+            "no such endpoint; try /echo, /broadcast/{room} or /pubsub",
+        ));
     };
     let room = room.map_err(HttpError::bad)?;
     match req.method {
@@ -249,8 +321,26 @@ pub(crate) fn route(req: &Request, config: &Config) -> Result<Target, HttpError>
     }
 }
 
-/// `POST /broadcast/{room}`: the checks of an HTTP publish.
-fn route_publish(req: &Request, config: &Config, room: String) -> Result<Target, HttpError> {
+/// `POST /broadcast/{topic}`: the checks of an HTTP publish.
+fn route_publish(req: &Request, config: &Config, topic: String) -> Result<Target, HttpError> {
+    check_publisher(req, config)?;
+    let len = body_length(req, config)?;
+    let kind = req.content_type.as_deref().and_then(|ct| {
+        let ct = ct.to_ascii_lowercase();
+        if ct.starts_with("text/") || ct.starts_with("application/json") {
+            Some(MessageKind::Text)
+        } else if ct.starts_with("application/octet-stream") {
+            Some(MessageKind::Binary)
+        } else {
+            None
+        }
+    });
+    Ok(Target::Publish { topic, len, kind })
+}
+
+/// Who may publish over HTTP: a page from an allowed origin (or no browser
+/// at all), with the token if one is set.
+fn check_publisher(req: &Request, config: &Config) -> Result<(), HttpError> {
     // A browser page from another origin may POST here too (a simple
     // cross-site request needs no preflight): with an Origin allowlist,
     // refuse it as for WebSockets.
@@ -267,6 +357,12 @@ fn route_publish(req: &Request, config: &Config, room: String) -> Result<Target,
             return Err(HttpError::new(401, "publishing needs Authorization: Bearer <token>"));
         }
     }
+    Ok(())
+}
+
+/// The length of a publish body: a `Content-Length` (not chunked), within
+/// the message size limit.
+fn body_length(req: &Request, config: &Config) -> Result<usize, HttpError> {
     if req.transfer_encoding {
         return Err(HttpError::new(411, "send the body with a Content-Length, not chunked"));
     }
@@ -276,21 +372,7 @@ fn route_publish(req: &Request, config: &Config, room: String) -> Result<Target,
     if len > config.limits.max_message {
         return Err(HttpError::new(413, "body larger than the maximum message size"));
     }
-    let kind = req.content_type.as_deref().and_then(|ct| {
-        let ct = ct.to_ascii_lowercase();
-        if ct.starts_with("text/") || ct.starts_with("application/json") {
-            Some(MessageKind::Text)
-        } else if ct.starts_with("application/octet-stream") {
-            Some(MessageKind::Binary)
-        } else {
-            None
-        }
-    });
-    Ok(Target::Publish {
-        room,
-        len: len as usize,
-        kind,
-    })
+    Ok(len as usize)
 }
 
 /// Longest presence name kept, in bytes.
