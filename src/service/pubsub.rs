@@ -147,7 +147,7 @@ pub(super) fn publish_batch(
 mod tests {
     use super::*;
 
-    fn ask<'s>(service: &'s mut Service, conn: u32, json: &str, config: &Config) -> String {
+    fn ask(service: &mut Service, conn: u32, json: &str, config: &Config) -> String {
         match on_message(service, conn, MessageKind::Text, json.as_bytes(), config) {
             Command::Send(MessageKind::Text, reply) => String::from_utf8(reply.to_vec()).unwrap(),
             Command::None => String::new(),
