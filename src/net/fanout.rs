@@ -87,29 +87,52 @@ impl Fanout {
         if batches.is_empty() {
             return;
         }
+        if let [batch] = batches {
+            // One topic (a room's iteration): each subscriber once, straight
+            // from the topic's list.
+            if let Some(topic) = topics.get(batch.topic) {
+                for s in topic.subs() {
+                    self.deliver_group(&[(s.conn, 0, s.flags)], conns, batches, config, stats, memory);
+                }
+            }
+            self.shared.clear();
+            topics.end_iteration(4 * READ_BUFFER);
+            return;
+        }
         let mut pending = std::mem::take(&mut self.pending);
         pending.clear();
         for (b, batch) in batches.iter().enumerate() {
             let Some(topic) = topics.get(batch.topic) else { continue };
             pending.extend(topic.subs().iter().map(|s| (s.conn, b as u32, s.flags)));
         }
-        // One topic: each connection appears once. Several: a connection's
-        // share of each is gathered into its one write.
-        if batches.len() > 1 {
-            pending.sort_unstable_by_key(|&(conn, batch, _)| (conn, batch));
-        }
+        // A connection's share of each topic is gathered into its one write.
+        pending.sort_unstable_by_key(|&(conn, batch, _)| (conn, batch));
         for group in pending.chunk_by(|a, b| a.0 == b.0) {
-            let key = group[0].0 as usize;
-            let Some(conn) = conns.get_mut(key) else { continue };
-            let over_budget = memory.exceeded();
-            if let Some(d) = self.deliver_to(conn, key, group, batches, config, stats, over_budget) {
-                self.deferred.push((key, d));
-            }
-            memory.sync(conn);
+            self.deliver_group(group, conns, batches, config, stats, memory);
         }
         self.pending = pending;
         self.shared.clear();
         topics.end_iteration(4 * READ_BUFFER);
+    }
+
+    /// Delivers one connection's `group` (all its entries, same connection)
+    /// and brings its memory charge up to date.
+    fn deliver_group<S: Transport>(
+        &mut self,
+        group: &[Pending],
+        conns: &mut Slab<Conn<S>>,
+        batches: &[Batch],
+        config: &Config,
+        stats: &mut Stats,
+        memory: &mut Budget,
+    ) {
+        let key = group[0].0 as usize;
+        let Some(conn) = conns.get_mut(key) else { return };
+        let over_budget = memory.exceeded();
+        if let Some(d) = self.deliver_to(conn, key, group, batches, config, stats, over_budget) {
+            self.deferred.push((key, d));
+        }
+        memory.sync(conn);
     }
 
     /// Writes connection `key` its share of the batches in `group` with one
