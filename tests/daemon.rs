@@ -462,7 +462,8 @@ fn peers_that_leave_with_their_last_bytes_are_let_go_at_once() {
     use socket2::{Domain, Socket, Type};
     let d = Daemon::start(&[]);
     let baseline = open_fds(d.pid());
-    let shapes: [(&str, fn(std::net::SocketAddr)); 3] = [
+    type Client = fn(std::net::SocketAddr);
+    let shapes: [(&str, Client); 3] = [
         ("upgrade, then FIN in the same segment", |addr| {
             let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
             s.connect(&addr.into()).unwrap();
