@@ -581,6 +581,7 @@ fn record(e: Result<Option<Event<'_>>, ProtocolError>) -> Option<Ev> {
     Some(match e {
         Ok(None) => return None,
         Ok(Some(Event::Message(k, p))) => Ev::Msg(k, p.to_vec()),
+        Ok(Some(Event::Compressed(..))) => unreachable!("no session here allows compression"),
         Ok(Some(Event::Ping(p))) => Ev::Ping(p.to_vec()),
         Ok(Some(Event::Pong(p))) => Ev::Pong(p.to_vec()),
         Ok(Some(Event::Closed { code, reason })) => Ev::Closed(code, reason.to_owned()),
@@ -762,17 +763,18 @@ pub fn connection(data: &[u8]) {
     let mut last = None;
     for way in feeds(seed, input.len(), 0) {
         let mut conn = Connection::new(&settings, 0);
+        let mut codec = fuzz_codec();
         let mut buf = input.to_vec();
         let (mut events, mut out) = (Vec::new(), Vec::new());
         for r in way {
             if conn.is_done() {
                 break;
             }
-            drive_connection(&mut conn, &settings, &mut buf[r], &mut events, &mut out);
+            drive_connection(&mut conn, &settings, &mut buf[r], &mut events, &mut out, &mut codec);
             if conn.is_ending() {
                 // After its last word a connection only reads to see the FIN.
                 let said = out.len();
-                drive_connection(&mut conn, &settings, &mut [0u8; 8], &mut events, &mut out);
+                drive_connection(&mut conn, &settings, &mut [0u8; 8], &mut events, &mut out, &mut codec);
                 assert_eq!(out.len(), said, "output after the last word");
             }
         }
@@ -794,6 +796,20 @@ pub fn connection(data: &[u8]) {
         conn.handle_flushed();
     }
     assert!(conn.is_done() || conn.poll_timeout(&settings).is_some());
+}
+
+/// The loop's permessage-deflate context for the connection target: shared
+/// mode, every message worth compressing.
+fn fuzz_codec() -> crate::proto::deflate::Codec {
+    use crate::proto::deflate::{Codec, DeflateConfig, Mode};
+    Codec::new(
+        DeflateConfig {
+            mode: Mode::Shared,
+            max_window_bits: 15,
+            threshold: 0,
+        },
+        1,
+    )
 }
 
 /// `bytes` with every occurrence of `cut` taken out.
@@ -819,12 +835,14 @@ fn drive_connection(
     input: &mut [u8],
     events: &mut Vec<String>,
     out: &mut Vec<u8>,
+    codec: &mut crate::proto::deflate::Codec,
 ) {
     use crate::proto::conn::{Answer, Event, Response};
     let mut pos = 0;
     let mut echo = Vec::new();
+    let config = codec.config;
     for _ in 0..input.len() + 2 {
-        let answer = match conn.handle_input(s, 0, input, &mut pos, out) {
+        let answer = match conn.handle_input(s, 0, input, &mut pos, out, codec) {
             None => {
                 assert_eq!(pos, input.len());
                 break;
@@ -832,9 +850,13 @@ fn drive_connection(
             Some(Event::Request(req)) => {
                 events.push(format!("request {:?} {}", req.method, req.target));
                 if req.websocket_key().is_ok() {
+                    // permessage-deflate when offered: compressed messages
+                    // are inflated (bounded by the message limit) and the
+                    // echoes compressed.
+                    let deflate = crate::proto::deflate::negotiate(&config, req.extension_lines()).ok();
                     Answer::Upgrade {
                         protocol: None,
-                        extensions: None,
+                        deflate,
                     }
                 } else {
                     match (req.method, req.content_length) {
@@ -863,8 +885,13 @@ fn drive_connection(
             }
             Some(Event::Message(kind, payload)) => {
                 assert!(payload.len() as u64 <= s.limits.max_message);
+                if kind == MessageKind::Text {
+                    assert!(std::str::from_utf8(payload).is_ok(), "text is UTF-8");
+                }
                 events.push(format!("message {kind:?} {}", payload.len()));
+                let at = out.len();
                 frame::write(out, kind.opcode(), payload, None);
+                conn.compress_tail(codec, out, at);
                 continue;
             }
             Some(other) => {

@@ -134,23 +134,34 @@ fn absolute_form_targets_are_accepted() {
 }
 
 #[test]
-fn without_configured_subprotocols_offers_and_extensions_are_not_echoed() {
-    let d = Daemon::start(&[]);
-    let mut c = Raw::connect(d.addr);
-    c.send(
-        replace(
-            "\r\n\r\n",
-            "\r\nSec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
-        )
-        .as_bytes(),
-    );
-    let (status, head, _) = c.read_response();
-    assert_eq!(status, 101);
-    assert!(!head.to_ascii_lowercase().contains("sec-websocket-protocol"), "{head}");
+fn offers_answered_only_for_what_the_server_does() {
+    let offer = "\r\nSec-WebSocket-Protocol: chat\r\nSec-WebSocket-Extensions: x-unknown, permessage-deflate; client_max_window_bits\r\n\r\n";
+    let head = |args: &[&str]| {
+        let d = Daemon::start(args);
+        let mut c = Raw::connect(d.addr);
+        c.send(replace("\r\n\r\n", offer).as_bytes());
+        let (status, head, _) = c.read_response();
+        assert_eq!(status, 101);
+        head.to_ascii_lowercase()
+    };
+    // By default permessage-deflate in shared mode: no context takeover
+    // either way (RFC 7692 §7.1.1); no subprotocol is configured.
+    let shared = head(&[]);
+    assert!(!shared.contains("sec-websocket-protocol"), "{shared}");
     assert!(
-        !head.to_ascii_lowercase().contains("sec-websocket-extensions"),
-        "{head}"
+        shared.contains("\r\nsec-websocket-extensions: permessage-deflate; server_no_context_takeover; client_no_context_takeover\r\n"),
+        "{shared}"
     );
+    // Dedicated: takeover kept where the client allows it.
+    let dedicated = head(&["--deflate", "dedicated"]);
+    assert!(
+        dedicated.contains("\r\nsec-websocket-extensions: permessage-deflate"),
+        "{dedicated}"
+    );
+    assert!(!dedicated.contains("no_context_takeover"), "{dedicated}");
+    // Off: every offer declined.
+    let off = head(&["--deflate", "off"]);
+    assert!(!off.contains("sec-websocket-extensions"), "{off}");
 }
 
 #[test]

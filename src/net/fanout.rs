@@ -15,6 +15,7 @@ use super::conn::{Budget, Conn};
 use super::outq::MAX_IOVECS;
 use super::transport::Transport;
 use crate::config::{Config, SlowConsumer, READ_BUFFER};
+use crate::proto::deflate::Codec;
 use crate::service::metrics::Stats;
 use crate::service::topics::{flags, Batch, Topics};
 use slab::Slab;
@@ -35,11 +36,11 @@ pub(crate) enum Deferred {
 /// its bookkeeping would cost more than the bytes).
 const SHARE_MIN: usize = 1024;
 
-/// Bytes of one form of one batch: `batches[batch].buffer(envelope)[start..end]`.
+/// Bytes of one form of one batch: `batches[batch].buffer(form)[start..end]`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Piece {
     batch: u32,
-    envelope: bool,
+    form: u8,
     start: usize,
     end: usize,
 }
@@ -50,7 +51,7 @@ impl Piece {
     }
 
     fn bytes<'b>(&self, batches: &'b [Batch]) -> &'b [u8] {
-        &batches[self.batch as usize].buffer(self.envelope)[self.start..self.end]
+        &batches[self.batch as usize].buffer(self.form)[self.start..self.end]
     }
 }
 
@@ -67,7 +68,7 @@ pub(crate) struct Fanout {
     picked: Vec<Piece>,
     /// Shared copies of large frames, made when a first connection has to
     /// queue one: by (batch, form, start).
-    shared: HashMap<(u32, bool, usize), Rc<[u8]>>,
+    shared: HashMap<(u32, u8, usize), Rc<[u8]>>,
     /// Connections to act on after delivery.
     pub deferred: Vec<(usize, Deferred)>,
 }
@@ -82,7 +83,9 @@ impl Fanout {
         config: &Config,
         stats: &mut Stats,
         memory: &mut Budget,
+        codec: &mut Codec,
     ) {
+        topics.compress_batches(codec);
         let batches = topics.batches();
         if batches.is_empty() {
             return;
@@ -171,13 +174,13 @@ impl Fanout {
             let from = p.start + written;
             written = 0;
             let q = conn.out.get_or_insert_with(Box::default);
-            let buffer = batches[p.batch as usize].buffer(p.envelope);
+            let buffer = batches[p.batch as usize].buffer(p.form);
             if p.len() < SHARE_MIN {
                 q.push(&buffer[from..p.end]);
             } else {
                 let rc = self
                     .shared
-                    .entry((p.batch, p.envelope, p.start))
+                    .entry((p.batch, p.form, p.start))
                     .or_insert_with(|| Rc::from(&buffer[p.start..p.end]));
                 q.push_shared(rc, from - p.start, p.len());
             }
@@ -203,13 +206,13 @@ impl Fanout {
         let mut total = 0;
         for &(_, b, sub_flags) in group {
             let batch = &batches[b as usize];
-            let envelope = sub_flags & flags::ENVELOPE != 0;
+            let form = sub_flags & flags::FORM;
             for (i, f) in batch.frames.iter().enumerate() {
                 let own = f.sender == Some(key as u32) && !config.broadcast_to_sender;
                 if own || (f.presence && sub_flags & flags::PRESENCE == 0) {
                     continue;
                 }
-                let (start, end) = batch.frame_range(i, envelope);
+                let (start, end) = batch.frame_range(i, form);
                 if start == end {
                     continue; // not encoded in this form (presence for envelopes)
                 }
@@ -233,17 +236,17 @@ impl Fanout {
                 }
                 let piece = Piece {
                     batch: b,
-                    envelope,
+                    form,
                     start,
                     end,
                 };
                 total += piece.len();
-                if envelope {
+                if form & flags::ENVELOPE != 0 {
                     stats.deliveries_enveloped += 1;
                 }
                 self.picked.push(piece);
                 match self.ranges.last_mut() {
-                    Some(last) if last.batch == b && last.envelope == envelope && last.end == start => last.end = end,
+                    Some(last) if last.batch == b && last.form == form && last.end == start => last.end = end,
                     _ => self.ranges.push(piece),
                 }
             }

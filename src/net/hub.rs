@@ -20,6 +20,7 @@ use super::transport::Transport;
 use crate::config::{Config, READ_BUFFER};
 use crate::proto::close::code;
 use crate::proto::conn::{Answer, Connection, Event, Expired, Flushed, Response, Settings};
+use crate::proto::deflate::{Codec, DeflateConfig, Mode};
 use crate::proto::frame;
 use crate::proto::http::HttpError;
 use crate::service::metrics::{self, Snapshot};
@@ -52,12 +53,23 @@ pub(crate) struct Hub<S> {
     fanout: Fanout,
     /// What connections hold, against `--max-memory`.
     memory: Budget,
+    /// permessage-deflate: the shared codecs and scratch buffers.
+    codec: Codec,
 }
 
 impl<S: Transport> Hub<S> {
     pub fn new(config: Config) -> Self {
         let settings = config.settings();
         let memory_limit = config.max_memory;
+        // Without deflate no offer is accepted: the codec is never used.
+        let codec = Codec::new(
+            config.deflate.unwrap_or(DeflateConfig {
+                mode: Mode::Shared,
+                max_window_bits: 15,
+                threshold: usize::MAX,
+            }),
+            config.deflate_level,
+        );
         let mut hub = Hub {
             config,
             settings,
@@ -73,6 +85,7 @@ impl<S: Transport> Hub<S> {
                 used: 0,
                 limit: memory_limit,
             },
+            codec,
         };
         hub.rstart = place_apart(&hub.rstore, hub.wbuf.as_ptr());
         hub
@@ -239,13 +252,14 @@ impl<S: Transport> Hub<S> {
             rstart,
             timers,
             memory,
+            codec,
             ..
         } = self;
         let input = &mut rstore[*rstart..*rstart + n];
         let mut pos = 0;
         loop {
             let conn = &mut conns[key];
-            let Some(event) = conn.proto.handle_input(settings, now, input, &mut pos, wbuf) else {
+            let Some(event) = conn.proto.handle_input(settings, now, input, &mut pos, wbuf, codec) else {
                 return;
             };
             let reply = match event {
@@ -257,6 +271,7 @@ impl<S: Transport> Hub<S> {
                 Event::Message(kind, payload) => {
                     trace!("#{key}: {kind:?} message of {} bytes", payload.len());
                     let (mut sent, mut close) = (None, None);
+                    let at = wbuf.len();
                     match service.on_message(key, conn.route, kind, payload, config) {
                         Command::Send(kind, payload) => {
                             frame::write(wbuf, kind.opcode(), payload, None);
@@ -268,6 +283,7 @@ impl<S: Transport> Hub<S> {
                     if let Some(n) = sent {
                         service.stats.messages_out += 1;
                         service.stats.bytes_out += n as u64;
+                        conn.proto.compress_tail(codec, wbuf, at);
                     }
                     if let Some((code, reason)) = close {
                         debug!("#{key}: closing: {reason}");
@@ -313,6 +329,9 @@ impl<S: Transport> Hub<S> {
             }
             let answer = to_answer(&reply, config, metrics_body.as_deref(), close);
             conn.proto.answer(settings, now, answer, wbuf);
+            if config.deflate.is_some_and(|d| d.mode == Mode::Dedicated) {
+                conn.proto.set_dedicated(config.deflate_level);
+            }
         }
     }
 
@@ -347,6 +366,7 @@ impl<S: Transport> Hub<S> {
             self.wbuf.clear();
             if self.wbuf.capacity() > 4 * READ_BUFFER {
                 // A large message passed through; don't keep its memory.
+                self.codec.shrink(4 * READ_BUFFER);
                 self.wbuf = Vec::with_capacity(READ_BUFFER);
                 // The read buffer holds nothing live between reads: move it
                 // to keep clear of the new write buffer.
@@ -431,9 +451,10 @@ impl<S: Transport> Hub<S> {
             conns,
             config,
             memory,
+            codec,
             ..
         } = self;
-        fanout.deliver(&mut service.topics, conns, config, &mut service.stats, memory);
+        fanout.deliver(&mut service.topics, conns, config, &mut service.stats, memory, codec);
         let mut deferred = std::mem::take(&mut self.fanout.deferred);
         for (key, d) in deferred.drain(..) {
             match d {
@@ -485,9 +506,9 @@ impl<S: Transport> Hub<S> {
 /// connection after a response.
 fn to_answer<'r>(reply: &'r Reply, config: &'r Config, metrics_body: Option<&'r [u8]>, close: bool) -> Answer<'r> {
     match reply {
-        Reply::Upgrade { protocol, .. } => Answer::Upgrade {
+        Reply::Upgrade { protocol, deflate, .. } => Answer::Upgrade {
             protocol: protocol.and_then(|i| config.subprotocols.get(i)).map(String::as_str),
-            extensions: None,
+            deflate: *deflate,
         },
         Reply::Respond(page) => Answer::Respond(respond(page, close)),
         Reply::ReadBody(len) => Answer::ReadBody(*len),

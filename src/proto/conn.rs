@@ -36,6 +36,8 @@
 //! the peer reads it. The close timeout bounds both.
 
 use super::close::code;
+use super::deflate::{Codec, Dedicated, InflateError, Params};
+use super::frame::{self, Opcode};
 use super::handshake::{self, Method, Request, RequestParser};
 use super::http::{HeadLimits, HttpError, Progress};
 use super::session::{Limits, MessageKind, ProtocolError, Received, Session};
@@ -106,10 +108,11 @@ pub enum Event<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answer<'r> {
     /// Complete the WebSocket handshake (101, §4.2.2) with the request's key,
-    /// naming the subprotocol and extensions the server selected, if any.
+    /// naming the subprotocol the server selected, if any, and with
+    /// permessage-deflate if it was negotiated (RFC 7692).
     Upgrade {
         protocol: Option<&'r str>,
-        extensions: Option<&'r str>,
+        deflate: Option<Params>,
     },
     /// A complete response (only its head for a HEAD request).
     Respond(Response<'r>),
@@ -196,6 +199,11 @@ enum State {
         session: Session,
         last_active: u64,
         pinged: bool,
+        /// permessage-deflate, if negotiated.
+        deflate: Option<Params>,
+        /// The connection's own codecs (Dedicated mode with context
+        /// takeover); `None`: the loop's shared ones serve.
+        dedicated: Option<Box<Dedicated>>,
     },
     /// We sent Close and wait for the peer's (§7.1.2).
     Closing { session: Session, deadline: u64 },
@@ -293,6 +301,7 @@ impl Connection {
         input: &'a mut [u8],
         pos: &mut usize,
         out: &mut Vec<u8>,
+        codec: &'a mut Codec,
     ) -> Option<Event<'a>> {
         if let State::Open {
             last_active, pinged, ..
@@ -305,7 +314,7 @@ impl Connection {
         }
         match self.state {
             State::Http { .. } => self.http_input(s, now, input, pos, out),
-            State::Open { .. } | State::Closing { .. } => self.websocket_input(s, now, input, pos, out),
+            State::Open { .. } | State::Closing { .. } => self.websocket_input(s, now, input, pos, out, codec),
             _ => {
                 // Ending: input is read only to see the FIN.
                 *pos = input.len();
@@ -375,11 +384,12 @@ impl Connection {
         input: &'a mut [u8],
         pos: &mut usize,
         out: &mut Vec<u8>,
+        codec: &'a mut Codec,
     ) -> Option<Event<'a>> {
         // Items are located, not borrowed, while looping over the ones that
         // are handled here (control frames, data after our Close), so that
         // only the one handed on borrows the input or the session.
-        let (kind, at) = loop {
+        let (kind, at, compressed) = loop {
             let (session, open) = match &mut self.state {
                 State::Open { session, .. } => (session, true),
                 State::Closing { session, .. } => (session, false),
@@ -390,9 +400,10 @@ impl Connection {
                     session.note_progress(now);
                     return None;
                 }
-                Ok(Some(Received::Message(kind, at))) if open => break (kind, at),
+                Ok(Some(Received::Message(kind, at))) if open => break (kind, at, false),
+                Ok(Some(Received::Compressed(kind, at))) if open => break (kind, at, true),
                 // After our Close the peer's data is read and dropped.
-                Ok(Some(Received::Message(..) | Received::Ping(_) | Received::Pong(_))) => {}
+                Ok(Some(Received::Message(..) | Received::Compressed(..) | Received::Ping(_) | Received::Pong(_))) => {}
                 Ok(Some(Received::Closed(code, _))) => {
                     self.end(s, now);
                     return Some(Event::Closed { code });
@@ -403,10 +414,23 @@ impl Connection {
                 }
             }
         };
-        let State::Open { session, .. } = &self.state else {
+        if !compressed {
+            let State::Open { session, .. } = &self.state else {
+                unreachable!("a message is handed on only while open")
+            };
+            return Some(Event::Message(kind, session.payload(at, input)));
+        }
+        let State::Open { session, dedicated, .. } = &mut self.state else {
             unreachable!("a message is handed on only while open")
         };
-        Some(Event::Message(kind, session.payload(at, input)))
+        match inflate(session, dedicated, kind, at, input, s, codec) {
+            Ok(()) => Some(Event::Message(kind, &codec.inflated)),
+            Err((code, reason)) => {
+                let e = session.fail_with(code, reason, out);
+                self.end(s, now);
+                Some(Event::Failed(e))
+            }
+        }
     }
 
     /// Our last word is queued: flush it, then end.
@@ -441,19 +465,28 @@ impl Connection {
         let key = request.key;
         let expect_continue = request.expect_continue;
         match answer {
-            Answer::Upgrade { protocol, extensions } => {
+            Answer::Upgrade { protocol, deflate } => {
                 let Some(key) = key else {
                     self.refuse(s, now, HttpError::bad("missing Sec-WebSocket-Key"), head_only, out);
                     return;
                 };
-                if let Err(e) = handshake::write_accept_with(out, &key, protocol, extensions) {
+                let extensions = deflate.map(|p| p.response());
+                if let Err(e) =
+                    handshake::write_accept_with(out, &key, protocol, extensions.as_ref().map(|e| e.as_str()))
+                {
                     self.refuse(s, now, e, head_only, out);
                     return;
                 }
+                let mut session = Session::server();
+                if deflate.is_some() {
+                    session.allow_compression();
+                }
                 self.state = State::Open {
-                    session: Session::server(),
+                    session,
                     last_active: now,
                     pinged: false,
+                    deflate,
+                    dedicated: None,
                 };
             }
             Answer::ReadBody(len) => {
@@ -580,6 +613,67 @@ impl Connection {
         }
     }
 
+    /// The permessage-deflate parameters of an open session, if negotiated.
+    pub fn deflate(&self) -> Option<Params> {
+        match &self.state {
+            State::Open { deflate, .. } => *deflate,
+            _ => None,
+        }
+    }
+
+    /// Gives an open session its own codecs (Dedicated mode): the directions
+    /// with context takeover need them.
+    pub fn set_dedicated(&mut self, level: u32) {
+        if let State::Open {
+            deflate: Some(p),
+            dedicated,
+            ..
+        } = &mut self.state
+        {
+            *dedicated = Dedicated::for_params(p, level);
+        }
+    }
+
+    /// Compresses the message frame the caller just appended to `out` at
+    /// `at` (one unmasked data frame, FIN set), if permessage-deflate was
+    /// negotiated and the message is worth it (`--deflate-threshold`): the
+    /// frame is rewritten with RSV1 set and the compressed payload (RFC 7692
+    /// §7.2.1). Compression that fails leaves the frame as it was
+    /// (uncompressed is always allowed, §6).
+    pub fn compress_tail(&mut self, codec: &mut Codec, out: &mut Vec<u8>, at: usize) {
+        let State::Open {
+            deflate: Some(params),
+            dedicated,
+            ..
+        } = &mut self.state
+        else {
+            return;
+        };
+        let Ok(frame::Decoded::Complete(h, n)) = frame::decode(&out[at..]) else {
+            return;
+        };
+        let payload = &out[at + n..];
+        if !codec.config.compresses(payload.len()) {
+            return;
+        }
+        let Some(opcode) = Opcode::from_u8(h.opcode) else {
+            return;
+        };
+        let compressor = match dedicated.as_mut().and_then(|d| d.compressor.as_mut()) {
+            Some(c) => c,
+            None => codec.shared.compressor(params),
+        };
+        codec.deflated.clear();
+        if compressor
+            .compress(payload, params.server_no_context_takeover, &mut codec.deflated)
+            .is_err()
+        {
+            return;
+        }
+        out.truncate(at);
+        frame::write_compressed(out, opcode, &codec.deflated);
+    }
+
     /// Starts the closing handshake (§7.1.2) with `code` and `reason`, if the
     /// session is open; a connection still in HTTP ends at once (it has
     /// nothing in flight worth saying).
@@ -596,4 +690,37 @@ impl Connection {
             other => other,
         };
     }
+}
+
+/// Inflates a compressed message (RFC 7692 §7.2.2) into `codec.inflated`:
+/// with the connection's own decompressor if the client keeps its context,
+/// else the loop's shared one. The decompressed length is bounded by the
+/// message limit however small the input (decompression bombs, 1009);
+/// corrupt data is 1007, and so is text that does not inflate to UTF-8
+/// (RFC 6455 §8.1 is about the message, not its compressed form).
+fn inflate(
+    session: &Session,
+    dedicated: &mut Option<Box<Dedicated>>,
+    kind: MessageKind,
+    at: super::session::Payload,
+    input: &[u8],
+    s: &Settings,
+    codec: &mut Codec,
+) -> Result<(), (u16, &'static str)> {
+    let max_len = usize::try_from(s.limits.max_message).unwrap_or(usize::MAX);
+    let compressed = session.payload(at, input);
+    let (decompressor, reset) = match dedicated.as_mut().and_then(|d| d.decompressor.as_mut()) {
+        Some(d) => (d, false),
+        None => (codec.shared.decompressor(), true),
+    };
+    codec.inflated.clear();
+    match decompressor.decompress(compressed, reset, max_len, &mut codec.inflated) {
+        Ok(_) => {}
+        Err(InflateError::TooLarge) => return Err((code::MESSAGE_TOO_BIG, "message exceeds the size limit")),
+        Err(InflateError::Corrupt) => return Err((code::INVALID_PAYLOAD, "compressed data is corrupt")),
+    }
+    if kind == MessageKind::Text && std::str::from_utf8(&codec.inflated).is_err() {
+        return Err((code::INVALID_PAYLOAD, "invalid UTF-8 in text message"));
+    }
+    Ok(())
 }

@@ -937,6 +937,68 @@ impl SharedCodec {
     }
 }
 
+// ------------------------------------------------------------ connections --
+
+/// A connection's own codecs in [`Mode::Dedicated`], for the directions
+/// that keep their context: made at the upgrade, dropped with the session.
+#[derive(Debug)]
+pub struct Dedicated {
+    /// `None` when the server resets after each message (the shared
+    /// compressor serves).
+    pub compressor: Option<Compressor>,
+    /// `None` when the client resets after each message.
+    pub decompressor: Option<Decompressor>,
+}
+
+impl Dedicated {
+    /// The codecs `params` call for, or `None` if the shared ones serve
+    /// both directions.
+    pub fn for_params(params: &Params, level: u32) -> Option<Box<Dedicated>> {
+        let compressor =
+            (!params.server_no_context_takeover).then(|| Compressor::new(params.server_max_window_bits, level));
+        let decompressor = (!params.client_no_context_takeover).then(Decompressor::new);
+        (compressor.is_some() || decompressor.is_some()).then(|| {
+            Box::new(Dedicated {
+                compressor,
+                decompressor,
+            })
+        })
+    }
+}
+
+/// Everything the loop shares for permessage-deflate: the policy, the
+/// shared codecs, and scratch buffers for one message at a time.
+#[derive(Debug)]
+pub struct Codec {
+    pub config: DeflateConfig,
+    pub level: u32,
+    pub shared: SharedCodec,
+    /// A message being inflated, or deflated.
+    pub inflated: Vec<u8>,
+    pub deflated: Vec<u8>,
+}
+
+impl Codec {
+    pub fn new(config: DeflateConfig, level: u32) -> Self {
+        Codec {
+            config,
+            level,
+            shared: SharedCodec::new(level),
+            inflated: Vec::new(),
+            deflated: Vec::new(),
+        }
+    }
+
+    /// Lets large scratch buffers go once a large message has passed.
+    pub fn shrink(&mut self, keep: usize) {
+        for b in [&mut self.inflated, &mut self.deflated] {
+            if b.capacity() > keep {
+                *b = Vec::new();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

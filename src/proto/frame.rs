@@ -201,6 +201,14 @@ pub fn write(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], mask: Option<[u8
     }
 }
 
+/// Appends one complete unmasked frame whose payload is compressed by
+/// permessage-deflate: RSV1 set (RFC 7692 §6).
+pub fn write_compressed(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
+    let at = out.len();
+    write(out, opcode, payload, None);
+    out[at] |= 0x40;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

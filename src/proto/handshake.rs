@@ -87,6 +87,9 @@ pub struct Request {
     /// by `", "`. None are selected unless a service asks: see
     /// [`Request::offered_protocols`] and [`select_subprotocol`].
     pub protocols: Option<String>,
+    /// Raw `Sec-WebSocket-Extensions` values, one per field line, joined by
+    /// `"\n"` (which no field value holds): see [`Request::extension_lines`].
+    pub extensions: Option<String>,
     /// A field was malformed in a way that matters only if this turns out to
     /// be an upgrade (e.g. a bad `Sec-WebSocket-Key`); kept so that routing
     /// can first answer 404/405. The first such defect is kept.
@@ -113,6 +116,7 @@ impl Request {
             authorization: None,
             content_type: None,
             protocols: None,
+            extensions: None,
             defect: None,
         }
     }
@@ -271,9 +275,27 @@ impl Request {
         } else if is("sec-websocket-protocol") {
             self.protocol_field(value);
             Ok(())
+        } else if is("sec-websocket-extensions") {
+            // §9.1: offers may come in several lines; each is parsed on its
+            // own by the extension's negotiation (`proto::deflate`).
+            let all = self.extensions.get_or_insert_with(String::new);
+            if !all.is_empty() {
+                all.push('\n');
+            }
+            all.push_str(&String::from_utf8_lossy(value));
+            Ok(())
         } else {
             Ok(())
         }
+    }
+
+    /// The `Sec-WebSocket-Extensions` field lines, in order.
+    pub fn extension_lines(&self) -> impl Iterator<Item = &[u8]> {
+        self.extensions
+            .as_deref()
+            .into_iter()
+            .flat_map(|e| e.split('\n'))
+            .map(str::as_bytes)
     }
 
     /// RFC 9112 §3.2: "A server MUST respond with a 400 (Bad Request) status

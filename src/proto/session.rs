@@ -66,6 +66,10 @@ impl MessageKind {
 pub enum Event<'a> {
     /// A complete data message (text is valid UTF-8).
     Message(MessageKind, &'a [u8]),
+    /// A complete data message compressed by permessage-deflate (RFC 7692
+    /// §6: RSV1 on its first frame), as it came: the caller inflates it and
+    /// checks text for UTF-8 after (only with [`Session::allow_compression`]).
+    Compressed(MessageKind, &'a [u8]),
     /// A Ping; the Pong has already been queued.
     Ping(&'a [u8]),
     /// A Pong (solicited or not, §5.5.3).
@@ -93,6 +97,8 @@ pub enum Payload {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Received {
     Message(MessageKind, Payload),
+    /// A compressed message (see [`Event::Compressed`]).
+    Compressed(MessageKind, Payload),
     Ping(Payload),
     Pong(Payload),
     /// The peer's Close, with its code and its whole body.
@@ -172,6 +178,11 @@ pub struct Session {
     /// Client role: state of the generator for outgoing masking keys.
     mask_seed: u32,
     partial: Option<Box<Partial>>,
+    /// permessage-deflate was negotiated: RSV1 may mark a message as
+    /// compressed (RFC 7692 §6).
+    deflate: bool,
+    /// The current message is compressed.
+    compressed: bool,
 }
 
 impl Session {
@@ -206,7 +217,16 @@ impl Session {
             delivered: false,
             mask_seed,
             partial: None,
+            deflate: false,
+            compressed: false,
         }
+    }
+
+    /// permessage-deflate was negotiated (RFC 7692): from now on a data
+    /// message whose first frame has RSV1 set is compressed, and is handed
+    /// out as [`Event::Compressed`] for the caller to inflate.
+    pub fn allow_compression(&mut self) {
+        self.deflate = true;
     }
 
     /// Whether data may still be sent (no Close sent or received).
@@ -356,27 +376,36 @@ impl Session {
             // §7.1.2: after our Close, input is read only to find the
             // peer's; data is neither delivered nor kept.
             if done && self.frame_fin {
-                self.message = None;
-                self.message_len = 0;
+                self.end_message();
                 self.utf8 = Utf8Validator::new();
             }
             return Ok(None);
         }
-        if kind == MessageKind::Text && self.utf8.feed(&input[start..end]).is_err() {
+        // UTF-8 is a property of the message, not of its compressed form:
+        // a compressed text message is checked once inflated.
+        let text = kind == MessageKind::Text && !self.compressed;
+        if text && self.utf8.feed(&input[start..end]).is_err() {
             // §8.1, failing fast: the first invalid byte ends it, even
             // mid-frame or mid-message.
             return Err(self.fail(code::INVALID_PAYLOAD, "invalid UTF-8 in text message", out));
         }
         let last = done && self.frame_fin;
-        if last && kind == MessageKind::Text && self.utf8.finish().is_err() {
+        if last && text && self.utf8.finish().is_err() {
             return Err(self.fail(code::INVALID_PAYLOAD, "text message ends inside a code point", out));
         }
+        let deliver = |at| {
+            if self.compressed {
+                Received::Compressed(kind, at)
+            } else {
+                Received::Message(kind, at)
+            }
+        };
         let gathered = self.partial.as_ref().is_some_and(|p| !p.message.is_empty());
         if last && !gathered {
             // The whole message is in this input: no copy.
-            self.message = None;
-            self.message_len = 0;
-            return Ok(Some(Received::Message(kind, Payload::Input(start, end))));
+            let r = deliver(Payload::Input(start, end));
+            self.end_message();
+            return Ok(Some(r));
         }
         if avail > 0 {
             let frame_rest = usize::try_from(self.remaining).unwrap_or(usize::MAX);
@@ -387,10 +416,17 @@ impl Session {
         if !last {
             return Ok(None);
         }
+        let r = deliver(Payload::Gathered);
+        self.end_message();
+        self.delivered = true;
+        Ok(Some(r))
+    }
+
+    /// The current message is complete (or abandoned).
+    fn end_message(&mut self) {
         self.message = None;
         self.message_len = 0;
-        self.delivered = true;
-        Ok(Some(Received::Message(kind, Payload::Gathered)))
+        self.compressed = false;
     }
 
     /// The bytes of a payload that [`receive`](Self::receive) located, given
@@ -408,6 +444,7 @@ impl Session {
     pub fn event<'b>(&'b self, r: Received, input: &'b [u8]) -> Event<'b> {
         match r {
             Received::Message(kind, at) => Event::Message(kind, self.payload(at, input)),
+            Received::Compressed(kind, at) => Event::Compressed(kind, self.payload(at, input)),
             Received::Ping(at) => Event::Ping(self.payload(at, input)),
             Received::Pong(at) => Event::Pong(self.payload(at, input)),
             Received::Closed(code, at) => {
@@ -481,7 +518,13 @@ impl Session {
     fn accept_header(&mut self, limits: &Limits, h: frame::Header, out: &mut Vec<u8>) -> Result<(), ProtocolError> {
         // §5.2: "RSV1, RSV2, RSV3: 1 bit each. MUST be 0 unless an extension
         // is negotiated that defines meanings for non-zero values."
-        if h.rsv != 0 {
+        // RFC 7692 §6: with permessage-deflate, RSV1 on the first frame of a
+        // data message marks it compressed; "An endpoint MUST NOT set the
+        // "Per-Message Compressed" bit of control frames and non-first
+        // fragments of a data message."
+        const RSV1: u8 = 0b100;
+        let first_data = matches!(h.opcode, 0x1 | 0x2);
+        if h.rsv != 0 && !(h.rsv == RSV1 && self.deflate && first_data) {
             return Err(self.fail(code::PROTOCOL_ERROR, "reserved bits set", out));
         }
         // §5.2: "If an unknown opcode is received, the receiving endpoint
@@ -520,6 +563,9 @@ impl Session {
                 (Opcode::Text, None) => self.message = Some(MessageKind::Text),
                 (_, None) => self.message = Some(MessageKind::Binary),
             }
+            if opcode != Opcode::Continuation {
+                self.compressed = h.rsv == RSV1;
+            }
             // §10.4: limits on frame and message size, checked on the
             // declared length so nothing of an oversized message is kept.
             // §7.4.1: 1009 "a message that is too big for it to process".
@@ -538,6 +584,13 @@ impl Session {
         self.remaining = h.len;
         self.rx = Rx::Payload;
         Ok(())
+    }
+
+    /// Fails the connection from above (§7.1.7), for what only the caller
+    /// can judge: a compressed message that does not inflate (1007) or
+    /// inflates past the limit (1009), inflated text that is not UTF-8.
+    pub fn fail_with(&mut self, code: u16, reason: &'static str, out: &mut Vec<u8>) -> ProtocolError {
+        self.fail(code, reason, out)
     }
 
     /// _Fail the WebSocket Connection_ (§7.1.7): send a Close with `code`

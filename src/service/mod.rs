@@ -14,6 +14,7 @@ mod pubsub;
 pub mod topics;
 
 use crate::config::Config;
+use crate::proto::deflate::{self, Params};
 use crate::proto::handshake::{self, Key, Method, Request};
 use crate::proto::http::{self, HttpError};
 use crate::proto::MessageKind;
@@ -63,8 +64,9 @@ pub enum Route {
     Echo,
     /// Member of this room (the topic it publishes to).
     Room(TopicId),
-    /// A `/pubsub` connection (its subscriptions are in [`Topics`]).
-    PubSub,
+    /// A `/pubsub` connection (its subscriptions are in [`Topics`]), with
+    /// the flags its subscriptions get (`topics::flags`).
+    PubSub(u8),
 }
 
 /// The answer to a request.
@@ -72,8 +74,13 @@ pub enum Route {
 pub enum Reply {
     /// Complete the WebSocket handshake; the connection then belongs to
     /// `route`. `protocol`: the selected subprotocol, an index into
-    /// [`Config::subprotocols`].
-    Upgrade { route: Route, protocol: Option<usize> },
+    /// [`Config::subprotocols`]; `deflate`: permessage-deflate, if an offer
+    /// was accepted.
+    Upgrade {
+        route: Route,
+        protocol: Option<usize>,
+        deflate: Option<Params>,
+    },
     /// A complete response.
     Respond(Page),
     /// Read a body of this many bytes and hand it to [`Service::on_body`].
@@ -127,14 +134,23 @@ impl Service {
             let chosen = handshake::select_subprotocol(req, &config.subprotocols)?;
             config.subprotocols.iter().position(|p| p == chosen)
         };
+        // RFC 7692: the first acceptable permessage-deflate offer, if any.
+        let deflate = config
+            .deflate
+            .and_then(|c| deflate::negotiate(&c, req.extension_lines()).ok());
+        // Broadcasts go out compressed once, by the loop's compressor
+        // (window 15, no context takeover), to those it suits.
+        let shared = deflate.is_some_and(|p| p.server_no_context_takeover && p.server_max_window_bits == 15);
+        let form = if shared { topics::flags::DEFLATE } else { 0 };
         let upgrade = |route| Reply::Upgrade {
             route,
             protocol: protocol(),
+            deflate,
         };
         match target {
             Target::Echo(_) => upgrade(Route::Echo),
-            Target::PubSub(_) => upgrade(Route::PubSub),
-            Target::Join(_, name, presence) => match self.topics.join(key as u32, &name, presence.as_deref()) {
+            Target::PubSub(_) => upgrade(Route::PubSub(topics::flags::ENVELOPE | form)),
+            Target::Join(_, name, presence) => match self.topics.join(key as u32, &name, presence.as_deref(), form) {
                 Ok(room) => upgrade(Route::Room(room)),
                 Err(_) => Reply::Refuse(HttpError::new(500, "cannot join the room")),
             },
@@ -220,7 +236,7 @@ impl Service {
                 self.count_publish(n);
                 Command::None
             }
-            Route::PubSub => pubsub::on_message(self, key as u32, kind, payload, config),
+            Route::PubSub(flags) => pubsub::on_message(self, key as u32, flags, kind, payload, config),
             Route::None => Command::None,
         }
     }
@@ -229,7 +245,7 @@ impl Service {
     /// gone): the one place a member leaves its room or a subscriber its
     /// topics.
     pub fn detach(&mut self, key: usize, route: &mut Route) {
-        if matches!(*route, Route::Room(_) | Route::PubSub) {
+        if matches!(*route, Route::Room(_) | Route::PubSub(_)) {
             self.topics.unsubscribe_all(key as u32);
         }
         *route = Route::None;

@@ -8,7 +8,6 @@ use crate::config::Config;
 use crate::proto::http::HttpError;
 use crate::proto::pubsub::{self, ErrorCode, Request, Topics as Names};
 use crate::proto::MessageKind;
-use crate::service::topics::flags;
 use serde_json::value::RawValue;
 
 /// A request from `/pubsub` connection `conn`: does it, and answers with
@@ -17,6 +16,7 @@ use serde_json::value::RawValue;
 pub(super) fn on_message<'s>(
     service: &'s mut Service,
     conn: u32,
+    sub_flags: u8,
     kind: MessageKind,
     payload: &[u8],
     config: &Config,
@@ -24,7 +24,7 @@ pub(super) fn on_message<'s>(
     let outcome = match pubsub::parse(kind, payload) {
         Ok(request) => {
             let id = request.id();
-            handle(service, conn, request, config)
+            handle(service, conn, sub_flags, request, config)
                 .map(|()| id)
                 .map_err(|(code, reason)| (code, reason, id))
         }
@@ -45,7 +45,13 @@ pub(super) fn on_message<'s>(
 
 type Refusal = (ErrorCode, std::borrow::Cow<'static, str>);
 
-fn handle(service: &mut Service, conn: u32, request: Request<'_>, config: &Config) -> Result<(), Refusal> {
+fn handle(
+    service: &mut Service,
+    conn: u32,
+    sub_flags: u8,
+    request: Request<'_>,
+    config: &Config,
+) -> Result<(), Refusal> {
     let topics = &mut service.topics;
     match request {
         Request::Subscribe { topics: names, .. } => {
@@ -58,7 +64,7 @@ fn handle(service: &mut Service, conn: u32, request: Request<'_>, config: &Confi
                 ));
             }
             for name in names.iter() {
-                match topics.subscribe(conn, name, flags::ENVELOPE, config.max_subscriptions) {
+                match topics.subscribe(conn, name, sub_flags, config.max_subscriptions) {
                     Ok(_) => {}
                     Err(SubError::TooMany | SubError::NotSubscribed) => {
                         unreachable!("checked before any change")
@@ -146,9 +152,17 @@ pub(super) fn publish_batch(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::service::topics::flags;
 
     fn ask(service: &mut Service, conn: u32, json: &str, config: &Config) -> String {
-        match on_message(service, conn, MessageKind::Text, json.as_bytes(), config) {
+        match on_message(
+            service,
+            conn,
+            flags::ENVELOPE,
+            MessageKind::Text,
+            json.as_bytes(),
+            config,
+        ) {
             Command::Send(MessageKind::Text, reply) => String::from_utf8(reply.to_vec()).unwrap(),
             Command::None => String::new(),
             other => panic!("{other:?}"),
@@ -214,7 +228,7 @@ mod tests {
         let config = Config::default();
         let mut s = Service::default();
         s.topics.subscribe(1, "a", flags::ENVELOPE, 10).unwrap();
-        s.topics.join(2, "b", None).unwrap();
+        s.topics.join(2, "b", None, 0).unwrap();
         let ok = br#"[{"type":"publish","topic":"a","data":{"bid":1}},{"type":"publish","topic":"b","data":"x"},{"type":"publish","topic":"c","data":2}]"#;
         assert_eq!(publish_batch(&mut s, ok, &config), Ok((Some(3), 2)));
         let bad = br#"[{"type":"publish","topic":"a","data":1},{"type":"publish","topic":"","data":2}]"#;

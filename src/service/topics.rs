@@ -15,8 +15,10 @@
 //! topic's subscribers): each subscription is in two lists, its topic's and
 //! its connection's, and each entry knows where the other is.
 
+use crate::proto::deflate::{Codec, Params};
+use crate::proto::frame::{self, Opcode};
 use crate::proto::pubsub::{self, Payload};
-use crate::proto::{frame, MessageKind};
+use crate::proto::MessageKind;
 use hashbrown::HashTable;
 use slab::Slab;
 use smallvec::SmallVec;
@@ -28,12 +30,18 @@ pub type TopicId = u32;
 /// No batch yet this iteration.
 const NO_BATCH: u32 = u32::MAX;
 
-/// Subscription flags.
+/// Subscription flags. The low two bits are the form the subscriber
+/// wants ([`Batch::frame_range`]).
 pub mod flags {
     /// Wants the enveloped form (`/pubsub`); else the bare form.
     pub const ENVELOPE: u8 = 1;
+    /// Takes frames compressed by the loop's shared compressor
+    /// (permessage-deflate without server context takeover, window 15).
+    pub const DEFLATE: u8 = 2;
     /// Wants presence notices (`/broadcast/{room}?presence=1`).
-    pub const PRESENCE: u8 = 2;
+    pub const PRESENCE: u8 = 4;
+    /// The form bits.
+    pub const FORM: u8 = ENVELOPE | DEFLATE;
 }
 
 /// A subscription, as its topic holds it.
@@ -51,7 +59,8 @@ pub struct Topic {
     subs: SmallVec<[Sub; 1]>,
     /// Index of this iteration's batch in [`Topics::batches`], or `NO_BATCH`.
     batch: u32,
-    /// Subscribers that want the enveloped form, and presence notices.
+    /// Subscribers that want the enveloped form (compressed or not), and
+    /// presence notices.
     envelopes: u32,
     presence: u32,
 }
@@ -66,40 +75,40 @@ impl Topic {
 /// where the previous one ends).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame {
-    pub bare_end: usize,
-    pub env_end: usize,
+    /// By form: bare, enveloped, bare compressed, enveloped compressed.
+    pub ends: [usize; 4],
     /// The connection that published it (`None`: HTTP publish, presence).
     pub sender: Option<u32>,
     /// A presence notice: for subscribers that asked only, bare form only.
     pub presence: bool,
 }
 
-/// One dirty topic's frames of this iteration, encoded once per form.
+/// One dirty topic's frames of this iteration, encoded once per form that
+/// some subscriber wants: bare and enveloped, each plain and compressed.
 #[derive(Debug, Default)]
 pub struct Batch {
     pub topic: TopicId,
-    pub bare: Vec<u8>,
-    pub env: Vec<u8>,
+    /// By form (`flags::FORM`).
+    pub bufs: [Vec<u8>; 4],
     pub frames: Vec<Frame>,
 }
 
 impl Batch {
-    /// The bytes of frame `i` in the form a subscriber with `flags` wants.
-    pub fn frame_range(&self, i: usize, envelope: bool) -> (usize, usize) {
-        let prev = if i == 0 { None } else { Some(self.frames[i - 1]) };
-        if envelope {
-            (prev.map_or(0, |f| f.env_end), self.frames[i].env_end)
-        } else {
-            (prev.map_or(0, |f| f.bare_end), self.frames[i].bare_end)
-        }
+    /// Where frame `i` lies in the buffer of `form` (start == end: not
+    /// encoded in that form).
+    pub fn frame_range(&self, i: usize, form: u8) -> (usize, usize) {
+        let f = usize::from(form & flags::FORM);
+        let start = if i == 0 { 0 } else { self.frames[i - 1].ends[f] };
+        (start, self.frames[i].ends[f])
     }
 
-    pub fn buffer(&self, envelope: bool) -> &[u8] {
-        if envelope {
-            &self.env
-        } else {
-            &self.bare
-        }
+    pub fn buffer(&self, form: u8) -> &[u8] {
+        &self.bufs[usize::from(form & flags::FORM)]
+    }
+
+    fn push_frame(&mut self, sender: Option<u32>, presence: bool) {
+        let ends = [0, 1, 2, 3].map(|f| self.bufs[f].len());
+        self.frames.push(Frame { ends, sender, presence });
     }
 }
 
@@ -299,11 +308,12 @@ impl Topics {
         }
     }
 
-    /// A room member joins `name`: one subscription in the bare form; with
+    /// A room member joins `name`: one subscription in the bare form (or
+    /// its compressed version, with `form` = `flags::DEFLATE`); with
     /// `presence`, it gets join/leave notices under that name (its own join
     /// first).
-    pub fn join(&mut self, conn: u32, name: &str, presence: Option<&str>) -> Result<TopicId, SubError> {
-        let flags = if presence.is_some() { flags::PRESENCE } else { 0 };
+    pub fn join(&mut self, conn: u32, name: &str, presence: Option<&str>, form: u8) -> Result<TopicId, SubError> {
+        let flags = form | if presence.is_some() { flags::PRESENCE } else { 0 };
         let id = self.subscribe(conn, name, flags, 1)?;
         if let Some(p) = presence {
             self.names.insert(conn, p.into());
@@ -328,14 +338,10 @@ impl Topics {
         );
         let b = self.dirty_batch(id);
         let batch = &mut self.batches[b];
-        frame::write(&mut batch.bare, MessageKind::Text.opcode(), notice.as_bytes(), None);
-        let frame = Frame {
-            bare_end: batch.bare.len(),
-            env_end: batch.env.len(),
-            sender: None,
-            presence: true,
-        };
-        batch.frames.push(frame);
+        // Bare form only: presence is for room members (who may take it
+        // compressed: the compressed forms are made at delivery).
+        frame::write(&mut batch.bufs[0], MessageKind::Text.opcode(), notice.as_bytes(), None);
+        batch.push_frame(None, true);
     }
 
     /// The index of this iteration's batch of topic `id`, made dirty if it
@@ -373,10 +379,10 @@ impl Topics {
         let (batch, topic_name) = (&mut self.batches[b], &self.topics[id as usize].name);
         if wants_bare {
             match message {
-                Message::Bare(kind, bytes) => frame::write(&mut batch.bare, kind.opcode(), bytes, None),
+                Message::Bare(kind, bytes) => frame::write(&mut batch.bufs[0], kind.opcode(), bytes, None),
                 Message::PubSub(p) => {
                     let (kind, bytes) = pubsub::bare(p);
-                    frame::write(&mut batch.bare, kind.opcode(), &bytes, None);
+                    frame::write(&mut batch.bufs[0], kind.opcode(), &bytes, None);
                 }
             }
         }
@@ -389,16 +395,52 @@ impl Topics {
                 Message::Bare(MessageKind::Binary, bytes) => Payload::Binary(bytes),
                 Message::PubSub(p) => p,
             };
-            pubsub::write_message_frame(&mut batch.env, topic_name, payload);
+            pubsub::write_message_frame(&mut batch.bufs[1], topic_name, payload);
         }
-        let frame = Frame {
-            bare_end: batch.bare.len(),
-            env_end: batch.env.len(),
-            sender,
-            presence: false,
-        };
-        batch.frames.push(frame);
+        batch.push_frame(sender, false);
         recipients
+    }
+
+    /// Makes the compressed forms that subscribers of this iteration's
+    /// batches want: each frame compressed once (with the loop's shared
+    /// compressor, window 15, no context takeover), or copied as it is if it
+    /// is shorter than the threshold (compression is per message, RFC 7692
+    /// §6) or if it does not compress. Presence notices stay plain.
+    pub fn compress_batches(&mut self, codec: &mut Codec) {
+        let params = Params {
+            server_no_context_takeover: true,
+            client_no_context_takeover: true,
+            server_max_window_bits: 15,
+            client_max_window_bits: 15,
+        };
+        for batch in &mut self.batches[..self.dirty] {
+            let Some(topic) = self.topics.get(batch.topic as usize) else {
+                continue;
+            };
+            // Which compressed forms anyone takes (a scan of the subscribers,
+            // as their delivery is; it stops once both are found).
+            let mut wanted = [false; 4];
+            for sub in topic.subs.iter().filter(|s| s.flags & flags::DEFLATE != 0) {
+                wanted[usize::from(sub.flags & flags::FORM)] = true;
+                if wanted[2] && wanted[3] {
+                    break;
+                }
+            }
+            for plain in [0usize, 1] {
+                let zipped = plain | usize::from(flags::DEFLATE);
+                if !wanted[zipped] {
+                    continue;
+                }
+                let (src, dst) = split_pair(&mut batch.bufs, plain, zipped);
+                let mut start = 0;
+                for f in batch.frames.iter_mut() {
+                    let frame_bytes = &src[start..f.ends[plain]];
+                    start = f.ends[plain];
+                    compress_frame(frame_bytes, f.presence, &params, codec, dst);
+                    f.ends[zipped] = dst.len();
+                }
+            }
+        }
     }
 
     /// This iteration's batches (for delivery).
@@ -413,10 +455,9 @@ impl Topics {
             if let Some(t) = self.topics.get_mut(b.topic as usize) {
                 t.batch = NO_BATCH;
             }
-            b.bare.clear();
-            b.env.clear();
+            b.bufs.iter_mut().for_each(Vec::clear);
             b.frames.clear();
-            if b.bare.capacity() + b.env.capacity() > keep {
+            if b.bufs.iter().map(Vec::capacity).sum::<usize>() > keep {
                 *b = Batch::default();
             }
         }
@@ -426,6 +467,36 @@ impl Topics {
                 self.drop_topic(id);
             }
         }
+    }
+}
+
+/// Two different buffers of the four, one to read and one to write.
+fn split_pair(bufs: &mut [Vec<u8>; 4], read: usize, write: usize) -> (&[u8], &mut Vec<u8>) {
+    debug_assert!(read < write);
+    let (low, high) = bufs.split_at_mut(write);
+    (&low[read], &mut high[0])
+}
+
+/// Appends `frame` (one plain server frame, FIN set) to `out`, compressed
+/// with RSV1 if it is a data frame worth compressing, else as it is.
+fn compress_frame(frame: &[u8], presence: bool, params: &Params, codec: &mut Codec, out: &mut Vec<u8>) {
+    let Ok(frame::Decoded::Complete(h, n)) = frame::decode(frame) else {
+        out.extend_from_slice(frame);
+        return;
+    };
+    let payload = &frame[n..];
+    if presence || !codec.config.compresses(payload.len()) {
+        out.extend_from_slice(frame);
+        return;
+    }
+    codec.deflated.clear();
+    let compressed = codec
+        .shared
+        .compressor(params)
+        .compress(payload, true, &mut codec.deflated);
+    match (compressed, Opcode::from_u8(h.opcode)) {
+        (Ok(()), Some(op)) if codec.deflated.len() < payload.len() => frame::write_compressed(out, op, &codec.deflated),
+        _ => out.extend_from_slice(frame),
     }
 }
 

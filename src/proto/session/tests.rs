@@ -10,6 +10,7 @@ const KEY: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Ev {
     Msg(MessageKind, Vec<u8>),
+    Zipped(MessageKind, Vec<u8>),
     Ping(Vec<u8>),
     Pong(Vec<u8>),
     Closed(Option<u16>, String),
@@ -60,6 +61,7 @@ fn drive(mut s: Session, limits: &Limits, chunks: &[&[u8]]) -> (Vec<Ev>, Vec<u8>
             match s.handle_input(limits, &mut buf, &mut pos, &mut out) {
                 Ok(Some(ev)) => events.push(match ev {
                     Event::Message(k, p) => Msg(k, p.to_vec()),
+                    Event::Compressed(k, p) => Zipped(k, p.to_vec()),
                     Event::Ping(p) => Ping(p.to_vec()),
                     Event::Pong(p) => Pong(p.to_vec()),
                     Event::Closed { code, reason } => Closed(code, reason.to_string()),
@@ -77,9 +79,20 @@ fn drive(mut s: Session, limits: &Limits, chunks: &[&[u8]]) -> (Vec<Ev>, Vec<u8>
 
 /// Feeds `input` every way and checks events and output.
 fn check_with(role: Role, limits: Limits, input: &[u8], events: &[Ev], out: &[u8]) {
-    let new = || match role {
-        Role::Server => Session::server(),
-        Role::Client => Session::client(1),
+    check_sessions(role, false, limits, input, events, out)
+}
+
+/// [`check_with`], for a session with permessage-deflate negotiated or not.
+fn check_sessions(role: Role, deflate: bool, limits: Limits, input: &[u8], events: &[Ev], out: &[u8]) {
+    let new = || {
+        let mut s = match role {
+            Role::Server => Session::server(),
+            Role::Client => Session::client(1),
+        };
+        if deflate {
+            s.allow_compression();
+        }
+        s
     };
     let whole = drive(new(), &limits, &[input]);
     assert_eq!(whole.0, events, "events for {input:x?}");
@@ -453,4 +466,48 @@ fn session_is_small() {
         "{}",
         core::mem::size_of::<Session>()
     );
+}
+
+/// A masked client frame with reserved bits `rsv` (RSV1 = 4).
+fn rsv_frame(fin: bool, rsv: u8, op: Opcode, payload: &[u8]) -> Vec<u8> {
+    let mut v = cf(fin, op, payload);
+    v[0] |= rsv << 4;
+    v
+}
+
+#[test]
+fn permessage_deflate_rsv1_rules() {
+    let limits = Limits::default();
+    let check = |deflate, input: &[u8], events: &[Ev], out: &[u8]| {
+        check_sessions(Role::Server, deflate, limits, input, events, out)
+    };
+    // RFC 7692 §6: RSV1 on a first data frame marks the message compressed;
+    // it is handed out as it came (not UTF-8 checked: that is for the
+    // inflated text), gathered across its fragments.
+    let raw = b"\xff\x00 not text";
+    check(
+        true,
+        &rsv_frame(true, 4, Opcode::Text, raw),
+        &[Zipped(MessageKind::Text, raw.to_vec())],
+        &[],
+    );
+    let frags = cat(&[
+        rsv_frame(false, 4, Opcode::Binary, b"ab"),
+        cf(true, Opcode::Continuation, b"cd"),
+    ]);
+    check(true, &frags, &[Zipped(MessageKind::Binary, b"abcd".to_vec())], &[]);
+    // Uncompressed messages still come as messages.
+    check(true, &cf(true, Opcode::Text, b"plain"), &[text("plain")], &[]);
+    // "MUST NOT set the Per-Message Compressed bit of control frames and
+    // non-first fragments", nor RSV2/RSV3; and RSV1 without the extension.
+    let bad = fail_out(1002, "reserved bits set");
+    let continued = cat(&[
+        rsv_frame(false, 4, Opcode::Binary, b"ab"),
+        rsv_frame(true, 4, Opcode::Continuation, b"cd"),
+    ]);
+    check(true, &continued, &[Fail(1002)], &bad);
+    check(true, &rsv_frame(true, 4, Opcode::Ping, b"p"), &[Fail(1002)], &bad);
+    check(true, &rsv_frame(true, 2, Opcode::Text, b"t"), &[Fail(1002)], &bad);
+    check(true, &rsv_frame(true, 6, Opcode::Text, b"t"), &[Fail(1002)], &bad);
+    check(false, &rsv_frame(true, 4, Opcode::Text, b"t"), &[Fail(1002)], &bad);
 }

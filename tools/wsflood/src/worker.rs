@@ -904,6 +904,9 @@ impl Worker {
                 Ok(None) => break,
                 Ok(Some(Event::Message(_, payload))) => on_message(ctx, conn.id, &mut conn.flow, payload, now),
                 Ok(Some(Event::Ping(_) | Event::Pong(_))) => {}
+                // Only with permessage-deflate negotiated, which this client
+                // does not offer: the session refuses RSV1 before this.
+                Ok(Some(Event::Compressed(..))) => ctx.stats.errors.protocol += 1,
                 Ok(Some(Event::Closed { code, .. })) => {
                     if conn.st != St::Closing {
                         *ctx.stats.errors.close_code.entry(code.unwrap_or(1005)).or_default() += 1;
