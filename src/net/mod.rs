@@ -7,7 +7,8 @@
 //! - `conn`: one connection's record and its writes.
 //! - `fanout`: room delivery.
 //! - `outq`, `timers`, `transport`: the queue of unsent output, the deadline
-//!   heap, and what a connection's bytes travel over.
+//!   heap, and what a connection's bytes travel over (plain TCP or TLS).
+//! - `tls`: the TLS configuration (certificate and key, reloaded on SIGHUP).
 
 mod conn;
 mod fanout;
@@ -15,10 +16,14 @@ mod hub;
 mod outq;
 mod server;
 mod timers;
+mod tls;
 mod transport;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 pub use conn::write_some;
 pub use server::{Server, CONNECTION_RECORD_BYTES};
+pub use tls::{TlsConfigError, TlsFiles};
