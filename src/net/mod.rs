@@ -27,3 +27,4 @@ mod tls_tests;
 pub use conn::write_some;
 pub use server::{Server, CONNECTION_RECORD_BYTES};
 pub use tls::{TlsConfigError, TlsFiles};
+pub use transport::{TlsStream, Transport};

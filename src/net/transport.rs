@@ -13,7 +13,6 @@
 //! writable ([`Transport::flush_pending`]).
 
 use mio::net::TcpStream;
-use rustls::ServerConnection;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
 
@@ -149,10 +148,11 @@ pub(crate) fn tls_failure(e: &io::Error) -> Option<&TlsFailure> {
     e.get_ref()?.downcast_ref::<TlsFailure>()
 }
 
-/// TLS over a non-blocking socket `S`, server side.
-pub(crate) struct TlsStream<S> {
+/// TLS over a non-blocking socket `S`: the server's side of a connection
+/// here, the client's in wsflood.
+pub struct TlsStream<S> {
     sock: S,
-    tls: ServerConnection,
+    tls: rustls::Connection,
     /// close_notify is queued: shut the socket's sending side once rustls
     /// has written everything.
     shutdown_queued: bool,
@@ -181,9 +181,10 @@ enum Plain {
 }
 
 impl<S: Transport> TlsStream<S> {
-    /// A server-side TLS connection over `sock`, before its handshake.
-    pub fn new(sock: S, tls: ServerConnection) -> Self {
-        let mut tls = tls;
+    /// A TLS connection over `sock`, before its handshake (a client's
+    /// first flight goes out with the first write or flush).
+    pub fn new(sock: S, tls: impl Into<rustls::Connection>) -> Self {
+        let mut tls = tls.into();
         tls.set_buffer_limit(Some(TLS_WRITE_CHUNK));
         TlsStream {
             sock,
@@ -193,9 +194,13 @@ impl<S: Transport> TlsStream<S> {
     }
 
     /// Whether the TLS handshake is still under way.
-    #[cfg(test)]
     pub fn is_handshaking(&self) -> bool {
         self.tls.is_handshaking()
+    }
+
+    /// The socket below (for its address, errors, or the poll).
+    pub fn socket(&self) -> &S {
+        &self.sock
     }
 
     /// Copies decrypted input into `buf`.
