@@ -38,6 +38,9 @@ pub fn client_config(insecure: bool, ca: Option<&Path>) -> Result<Arc<ClientConf
         builder.with_root_certificates(roots).with_no_client_auth()
     };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Every connection makes a full handshake (churn measures handshakes,
+    // not session resumption).
+    config.resumption = rustls::client::Resumption::disabled();
     Ok(Arc::new(config))
 }
 
