@@ -169,7 +169,10 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
     quiet();
     let per_conn = (LIVE.load(Relaxed) - before) / N as i64;
     println!("heap per idle TLS connection: {per_conn} bytes (handshake done, one echo)");
-    assert!(per_conn < 16 << 10, "{per_conn} bytes per idle TLS connection");
+    // rustls' unbuffered API, the loop's buffers: about 3.8 KB (the
+    // buffered ServerConnection would keep 7.9 KB, its 4 KiB receive
+    // buffer included).
+    assert!(per_conn < 5_000, "{per_conn} bytes per idle TLS connection");
 
     // Allocations per echo of 20 bytes, in steady state.
     for _ in 0..1_000 {

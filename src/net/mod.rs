@@ -8,7 +8,8 @@
 //! - `fanout`: room delivery.
 //! - `outq`, `timers`, `transport`: the queue of unsent output, the deadline
 //!   heap, and what a connection's bytes travel over (plain TCP or TLS).
-//! - `tls`: the TLS configuration (certificate and key, reloaded on SIGHUP).
+//! - `tls`: the TLS configuration (certificate and key, reloaded on SIGHUP);
+//!   `tls_server`: the server's TLS transport (rustls, unbuffered).
 
 mod conn;
 mod fanout;
@@ -17,6 +18,7 @@ mod outq;
 mod server;
 mod timers;
 mod tls;
+mod tls_server;
 mod transport;
 
 #[cfg(test)]

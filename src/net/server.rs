@@ -10,7 +10,8 @@
 use super::conn::write_some;
 use super::hub::Hub;
 use super::tls::TlsFiles;
-use super::transport::{Stream, TlsStream};
+use super::tls_server::TlsServer;
+use super::transport::Stream;
 use crate::config::Config;
 use crate::proto::handshake;
 use crate::proto::http::HttpError;
@@ -341,8 +342,8 @@ impl Server {
         let stream = match (&self.tls, probes) {
             (_, true) => Stream::Probes(tcp),
             (None, false) => Stream::Plain(tcp),
-            (Some(tls), false) => match rustls::ServerConnection::new(Arc::clone(&tls.config)) {
-                Ok(conn) => Stream::Tls(Box::new(TlsStream::new(tcp, conn))),
+            (Some(tls), false) => match rustls::server::UnbufferedServerConnection::new(Arc::clone(&tls.config)) {
+                Ok(conn) => Stream::Tls(Box::new(TlsServer::new(tcp, conn))),
                 Err(e) => {
                     warn!("cannot start TLS for {peer}: {e}");
                     return;

@@ -12,6 +12,7 @@
 //! goes out after each read, and, if the socket was full, when it becomes
 //! writable ([`Transport::flush_pending`]).
 
+use super::tls_server::TlsServer;
 use mio::net::TcpStream;
 use std::io::{self, IoSlice, Read, Write};
 use std::net::Shutdown;
@@ -60,7 +61,7 @@ pub(crate) enum Stream {
     Plain(TcpStream),
     /// TLS on the main listener (with `--tls-cert`). Boxed: rustls' state
     /// is large, and the plain record stays small.
-    Tls(Box<TlsStream<TcpStream>>),
+    Tls(Box<TlsServer<TcpStream>>),
     /// Plain TCP on the `--listen-plain` listener: probes only.
     Probes(TcpStream),
 }
@@ -148,8 +149,9 @@ pub(crate) fn tls_failure(e: &io::Error) -> Option<&TlsFailure> {
     e.get_ref()?.downcast_ref::<TlsFailure>()
 }
 
-/// TLS over a non-blocking socket `S`: the server's side of a connection
-/// here, the client's in wsflood.
+/// TLS over a non-blocking socket `S` on rustls' buffered API (either
+/// side; wsflood's client uses it). The server uses [`TlsServer`], on the
+/// unbuffered API, whose idle connections keep no buffer.
 pub struct TlsStream<S> {
     sock: S,
     tls: rustls::Connection,
