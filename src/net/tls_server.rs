@@ -1,7 +1,7 @@
 //! The server's TLS transport on rustls' unbuffered API: the loop owns the
 //! buffers (one scratch for input and one for output, shared by every
 //! connection of the thread), so an idle TLS connection keeps none: only
-//! rustls' connection state and keys (about 3.9 KB, where the buffered
+//! rustls' connection state and keys (about 3.8 KB, where the buffered
 //! `ServerConnection` keeps 7.9 KB: its 4 KiB receive buffer stays).
 //!
 //! A connection owns bytes only while they exist: the start of a record
@@ -70,7 +70,10 @@ enum Wants {
 pub(crate) struct TlsServer<S> {
     sock: S,
     tls: UnbufferedServerConnection,
-    /// The start of a record the last read cut.
+    /// The input rustls has not discarded: the start of a record the last
+    /// read cut, or of a handshake message being reassembled. rustls'
+    /// reassembly points into these bytes, so every call to rustls gets
+    /// them first (outside a read: exactly these).
     partial: Vec<u8>,
     /// Records not yet written, from `unsent_at`.
     unsent: Vec<u8>,

@@ -4,10 +4,11 @@
 //! know which: it reads plaintext and writes plaintext.
 //!
 //! rustls is sans-IO: it sits between the socket and the WebSocket core as
-//! the core sits between bytes and events. A [`TlsStream`] reads records
-//! from the socket into rustls (`read_tls`), decrypts them
-//! (`process_new_packets`) and hands out the plaintext (`reader`); writes
-//! encrypt (`writer`) and go out at once (`write_tls`). What rustls must
+//! the core sits between bytes and events. The server's TLS connections
+//! are `TlsServer`s (`tls_server.rs`, rustls' unbuffered API: the loop owns
+//! the buffers); [`TlsStream`] is the same on rustls' buffered API (wsflood's
+//! client). Either reads records from the socket, decrypts them and hands
+//! out the plaintext; writes encrypt and go out at once. What rustls must
 //! send on its own (handshake messages, alerts, key updates, close_notify)
 //! goes out after each read, and, if the socket was full, when it becomes
 //! writable ([`Transport::flush_pending`]).
@@ -150,7 +151,7 @@ pub(crate) fn tls_failure(e: &io::Error) -> Option<&TlsFailure> {
 }
 
 /// TLS over a non-blocking socket `S` on rustls' buffered API (either
-/// side; wsflood's client uses it). The server uses [`TlsServer`], on the
+/// side; wsflood's client uses it). The server uses `TlsServer`, on the
 /// unbuffered API, whose idle connections keep no buffer.
 pub struct TlsStream<S> {
     sock: S,
