@@ -23,6 +23,11 @@ const RECORD: usize = 16 << 10;
 const OVERHEAD: usize = 256;
 /// Records encrypted before they are written with one system call.
 const BATCH: usize = 4;
+/// Most input rustls may leave undiscarded: a record, or a handshake
+/// message being reassembled (rustls takes at most 64 KiB) with the headers
+/// of the records it came in. A client past it is failed (buffered rustls
+/// has the same bound).
+const MAX_CARRY: usize = READ_BUFFER + RECORD + OVERHEAD;
 
 /// The loop's scratch buffers for TLS (one per thread: the loop's).
 struct Scratch {
@@ -34,7 +39,7 @@ struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
-        input: vec![0; READ_BUFFER + RECORD + OVERHEAD].into_boxed_slice(),
+        input: vec![0; MAX_CARRY + READ_BUFFER].into_boxed_slice(),
         output: vec![0; BATCH * (RECORD + OVERHEAD)].into_boxed_slice(),
     });
 }
@@ -130,7 +135,7 @@ impl<S: Transport> TlsServer<S> {
     /// Heap bytes the connection's own buffers hold now.
     #[cfg(test)]
     pub fn buffered(&self) -> usize {
-        self.partial.capacity() + self.unsent.capacity() + self.plain.capacity()
+        self.held()
     }
 
     /// Runs rustls over `incoming` (ciphertext) until it wants more input
@@ -226,6 +231,12 @@ impl<S: Transport> TlsServer<S> {
             let mut scratch = scratch.borrow_mut();
             let input = &mut scratch.input;
             let carried = self.partial.len();
+            if carried > MAX_CARRY {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "TLS: too much input held back",
+                ));
+            }
             input[..carried].copy_from_slice(&self.partial);
             // Read about as much as the caller has room for: what does not
             // fit goes to the stash (an allocation).
@@ -496,5 +507,9 @@ impl<S: Transport> Transport for TlsServer<S> {
 
     fn has_pending(&self) -> bool {
         self.unsent_at < self.unsent.len() || self.shutdown_queued
+    }
+
+    fn held(&self) -> usize {
+        self.partial.capacity() + self.unsent.capacity() + self.plain.capacity()
     }
 }

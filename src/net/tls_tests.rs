@@ -159,6 +159,7 @@ on_both!(
     the_peers_close_notify_and_a_bare_fin_are_both_the_end,
     many_small_writes_and_vectored_writes_arrive_in_order,
     a_cut_handshake_message_then_the_end_then_shutdown,
+    a_huge_handshake_in_tiny_records_is_refused,
 );
 
 /// A client and the server's stream, connected by pipes: the client writes
@@ -492,4 +493,28 @@ fn no_panic_on_a_hello_cut_anywhere_or_corrupted_then_any_call() {
         let _ = p.server.shutdown_write();
         hello[at] ^= 0x5a;
     }
+}
+
+fn a_huge_handshake_in_tiny_records_is_refused<T: Server>() {
+    // A ClientHello header announcing 65,000 bytes, then its body one byte
+    // per record: six bytes on the wire per byte of message.
+    let mut p = Pair::<T>::new(1 << 20);
+    let mut wire = Vec::new();
+    for b in [1u8, 0x00, 0xfd, 0xe8] {
+        wire.extend_from_slice(&[0x16, 0x03, 0x01, 0x00, 0x01, b]);
+    }
+    for i in 0..65_000u32 {
+        wire.extend_from_slice(&[0x16, 0x03, 0x01, 0x00, 0x01, i as u8]);
+    }
+    let mut failed = None;
+    for chunk in wire.chunks(30_000) {
+        p.c2s.borrow_mut().bytes.extend(chunk);
+        if let Err(e) = p.server_reads() {
+            failed = Some(e);
+            break;
+        }
+        assert!(p.server.held() <= 200 << 10, "held {}", p.server.held());
+    }
+    let e = failed.expect("refused");
+    assert_eq!(e.kind(), io::ErrorKind::InvalidData, "{e}");
 }

@@ -41,6 +41,13 @@ pub trait Transport: Read + Write {
         false
     }
 
+    /// Heap bytes the transport's own buffers hold (TLS input not yet
+    /// decrypted or handed out, records not yet written): charged to the
+    /// connection under `--max-memory`.
+    fn held(&self) -> usize {
+        0
+    }
+
     /// Whether this connection came in on the plaintext listener for probes
     /// (`--listen-plain`), which answers only `/healthz` and `/metrics`.
     fn probes_only(&self) -> bool {
@@ -119,6 +126,14 @@ impl Transport for Stream {
         match self {
             Stream::Tls(t) => t.has_pending(),
             _ => false,
+        }
+    }
+
+    #[inline]
+    fn held(&self) -> usize {
+        match self {
+            Stream::Tls(t) => t.held(),
+            _ => 0,
         }
     }
 
