@@ -425,3 +425,39 @@ fn idle_tls_memory_is_flat_in_the_number_of_messages() {
         "RSS grew {per_conn} bytes per connection over 300 more messages each ({before} -> {after})"
     );
 }
+
+#[test]
+fn a_tls_member_that_does_not_read_is_closed_as_a_slow_consumer() {
+    let certs = Certs::new("slow");
+    let d = start(
+        &certs,
+        &["--max-backpressure", "4194304", "--listen-plain", "127.0.0.1:0"],
+    );
+    let probes = probe_addr(&d);
+    let config = certs.client();
+    // Never reads: the kernel's buffers fill, then its queue passes the cap.
+    let _slow = wss(d.addr, &config, "/broadcast/slow");
+    let mut reader = wss(d.addr, &config, "/broadcast/slow");
+    let mut publisher = wss(d.addr, &config, "/broadcast/slow");
+    const N: usize = 2000;
+    let payload = pattern(10_000);
+    let want = payload.clone();
+    let reading = std::thread::spawn(move || {
+        for i in 0..N {
+            match reader.read().unwrap() {
+                Message::Binary(b) => assert_eq!(&b[..], &want[..], "message {i}"),
+                other => panic!("{other:?}"),
+            }
+        }
+    });
+    for _ in 0..N {
+        publisher.send(Message::binary(payload.clone())).unwrap();
+    }
+    reading.join().unwrap();
+    let start = Instant::now();
+    while metric(probes, "wsloop_slow_consumer_disconnects_total") == 0 {
+        assert!(start.elapsed() < DEADLINE, "the slow member was not closed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(metric(probes, "wsloop_queued_bytes") <= (4 << 20) + 20_000);
+}
