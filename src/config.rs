@@ -2,6 +2,7 @@
 //! The command line (`src/main.rs`) fills a [`Config`]; each flag documents
 //! its default, which is the constant here.
 
+use crate::net::TlsFiles;
 use crate::proto::conn::Settings;
 use crate::proto::deflate::{DeflateConfig, Mode};
 use crate::proto::http::HeadLimits;
@@ -73,6 +74,11 @@ pub struct Config {
     pub listen: SocketAddr,
     /// The listen backlog.
     pub backlog: u32,
+    /// Serve TLS (only) on `listen` with this certificate chain and key.
+    pub tls: Option<TlsFiles>,
+    /// A second listener, plaintext, that answers only `/healthz` and
+    /// `/metrics` (for probes that do not speak TLS).
+    pub listen_plain: Option<SocketAddr>,
     /// Frame and message size limits (answered with close code 1009).
     pub limits: Limits,
     /// Request head limits (answered with HTTP 431).
@@ -130,6 +136,8 @@ impl Default for Config {
         Config {
             listen: DEFAULT_LISTEN.parse().expect("valid default address"),
             backlog: DEFAULT_BACKLOG,
+            tls: None,
+            listen_plain: None,
             limits: Limits {
                 max_frame: DEFAULT_MAX_FRAME,
                 max_message: DEFAULT_MAX_MESSAGE,

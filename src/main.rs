@@ -3,9 +3,10 @@
 use clap::Parser;
 use log::{error, info};
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 use wsloop::config::{self, Config, SlowConsumer};
-use wsloop::net::Server;
+use wsloop::net::{Server, TlsFiles};
 use wsloop::proto::deflate::{DeflateConfig, Mode};
 
 /// A single-threaded RFC 6455 WebSocket server: echo at ws://HOST/ and
@@ -22,6 +23,18 @@ struct Cli {
     /// them (the listen backlog; capped by net.core.somaxconn).
     #[arg(long, default_value_t = config::DEFAULT_BACKLOG)]
     backlog: u32,
+    /// Serve TLS (wss://, https://) on --listen, and only TLS: a PEM file
+    /// with the certificate chain (the server's certificate first). Needs
+    /// --tls-key. SIGHUP reloads both files for new connections.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// A second, plaintext listener that answers only GET /healthz and
+    /// /metrics (for probes that do not speak TLS); 404 to anything else.
+    #[arg(long, value_name = "ADDR")]
+    listen_plain: Option<SocketAddr>,
     /// Largest message, in bytes, after reassembly of fragments (close 1009
     /// past it).
     #[arg(long, default_value_t = config::DEFAULT_MAX_MESSAGE)]
@@ -164,6 +177,12 @@ fn main() {
     let mut config = Config {
         listen: cli.listen,
         backlog: cli.backlog,
+        tls: cli
+            .tls_cert
+            .clone()
+            .zip(cli.tls_key.clone())
+            .map(|(cert, key)| TlsFiles { cert, key }),
+        listen_plain: cli.listen_plain,
         max_backpressure: cli.max_backpressure,
         slow_consumer: match cli.slow_consumer {
             SlowConsumerArg::Close => SlowConsumer::Close,
@@ -204,6 +223,10 @@ fn main() {
 
     let mut server = match Server::bind(config) {
         Ok(s) => s,
+        Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+            error!("cannot use the TLS certificate: {e}");
+            std::process::exit(1);
+        }
         Err(e) => {
             error!("cannot listen on {}: {e}", cli.listen);
             std::process::exit(1);
@@ -211,10 +234,14 @@ fn main() {
     };
     match server.local_addr() {
         Ok(addr) => info!(
-            "listening on {addr} ({} bytes per idle connection record)",
+            "listening on {addr}{} ({} bytes per idle connection record)",
+            if cli.tls_cert.is_some() { " with TLS" } else { "" },
             wsloop::net::CONNECTION_RECORD_BYTES
         ),
         Err(e) => error!("no local address: {e}"),
+    }
+    if let Some(addr) = server.probe_addr() {
+        info!("plain listener for /healthz and /metrics on {addr}");
     }
     if let Err(e) = server.handle_signals() {
         error!("cannot install signal handlers: {e}");

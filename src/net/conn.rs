@@ -34,9 +34,10 @@ impl<S: Transport> Conn<S> {
     }
 
     /// Heap memory the connection keeps alive beyond its record: partial
-    /// input (a message being gathered, a request body) and queued output.
+    /// input (a message being gathered, a request body), queued output, and
+    /// what its transport holds (TLS).
     pub fn memory(&self) -> usize {
-        self.proto.buffered() + self.out.as_ref().map_or(0, |q| q.charge())
+        self.proto.buffered() + self.out.as_ref().map_or(0, |q| q.charge()) + self.stream.held()
     }
 
     /// Bytes waiting in the queue.

@@ -16,7 +16,7 @@
 use super::conn::{Budget, Conn};
 use super::fanout::{Deferred, Fanout};
 use super::timers::Timers;
-use super::transport::Transport;
+use super::transport::{tls_failure, Transport};
 use crate::config::{Config, READ_BUFFER};
 use crate::proto::close::code;
 use crate::proto::conn::{Answer, Connection, Event, Expired, Flushed, Response, Settings};
@@ -145,7 +145,7 @@ impl<S: Transport> Hub<S> {
             match conn.stream.read(rbuf) {
                 Ok(0) => {
                     trace!("#{key}: end of input");
-                    let unsent = conn.queued() > 0;
+                    let unsent = conn.queued() > 0 || conn.stream.has_pending();
                     conn.proto.handle_eof(&self.settings, now, unsent);
                     self.settle(key);
                     return;
@@ -168,6 +168,9 @@ impl<S: Transport> Hub<S> {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("#{key}: read: {e}");
+                    if let Some(f) = tls_failure(&e) {
+                        self.service.stats.count_tls_failure(f.during_handshake);
+                    }
                     self.teardown(key, "read error");
                     return;
                 }
@@ -178,9 +181,21 @@ impl<S: Transport> Hub<S> {
         self.again.push(key);
     }
 
-    /// Connection `key` is writable: write what it has queued.
+    /// Connection `key` is writable: write what its transport holds (TLS
+    /// records), then what it has queued.
     pub fn writable(&mut self, key: usize, now: u64) {
         let Some(conn) = self.conns.get_mut(key) else { return };
+        if conn.stream.has_pending() {
+            if let Err(e) = conn.stream.flush_pending() {
+                debug!("#{key}: write: {e}");
+                self.teardown(key, "write error");
+                return;
+            }
+            if conn.out.is_none() {
+                self.settle(key);
+                return;
+            }
+        }
         let Some(q) = &mut conn.out else { return };
         trace!("#{key}: writable, {} bytes queued", q.len());
         self.service.stats.write_calls += 1;
@@ -263,6 +278,10 @@ impl<S: Transport> Hub<S> {
                 return;
             };
             let reply = match event {
+                Event::Request(req) if conn.stream.probes_only() && !is_probe(&req.target) => {
+                    debug!("#{key}: {:?} {} on the probe listener", req.method, req.target);
+                    Reply::Refuse(HttpError::new(404, "only /healthz and /metrics on this port"))
+                }
                 Event::Request(req) => {
                     debug!("#{key}: {:?} {}", req.method, req.target);
                     service.on_request(key, req, config)
@@ -395,7 +414,8 @@ impl<S: Transport> Hub<S> {
             conn.out = None;
         }
         self.memory.sync(conn);
-        if conn.queued() == 0 && conn.proto.handle_flushed() == Flushed::ShutdownWrite {
+        let flushed = conn.queued() == 0 && !conn.stream.has_pending();
+        if flushed && conn.proto.handle_flushed() == Flushed::ShutdownWrite {
             if let Err(e) = conn.stream.shutdown_write() {
                 debug!("#{key}: shutdown: {e}");
                 self.teardown(key, "shutdown failed");
@@ -500,6 +520,13 @@ impl<S: Transport> Hub<S> {
             debug!("#{key} closed: {why} ({} bytes unsent)", conn.queued());
         }
     }
+}
+
+/// Whether a request target is one the probe listener (`--listen-plain`)
+/// answers: `/healthz` or `/metrics`, with or without a query.
+fn is_probe(target: &str) -> bool {
+    let path = target.split('?').next().unwrap_or_default();
+    path == "/healthz" || path == "/metrics"
 }
 
 /// The protocol-level answer for a service's reply. `close`: end the

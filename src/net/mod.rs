@@ -7,7 +7,9 @@
 //! - `conn`: one connection's record and its writes.
 //! - `fanout`: room delivery.
 //! - `outq`, `timers`, `transport`: the queue of unsent output, the deadline
-//!   heap, and what a connection's bytes travel over.
+//!   heap, and what a connection's bytes travel over (plain TCP or TLS).
+//! - `tls`: the TLS configuration (certificate and key, reloaded on SIGHUP);
+//!   `tls_server`: the server's TLS transport (rustls, unbuffered).
 
 mod conn;
 mod fanout;
@@ -15,10 +17,16 @@ mod hub;
 mod outq;
 mod server;
 mod timers;
+mod tls;
+mod tls_server;
 mod transport;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;
 
 pub use conn::write_some;
 pub use server::{Server, CONNECTION_RECORD_BYTES};
+pub use tls::{TlsConfigError, TlsFiles};
+pub use transport::{TlsStream, Transport};

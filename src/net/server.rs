@@ -9,6 +9,9 @@
 
 use super::conn::write_some;
 use super::hub::Hub;
+use super::tls::TlsFiles;
+use super::tls_server::TlsServer;
+use super::transport::Stream;
 use crate::config::Config;
 use crate::proto::handshake;
 use crate::proto::http::HttpError;
@@ -18,6 +21,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use std::io::{self, Read};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 const LISTENER: Token = Token(usize::MAX);
@@ -25,6 +29,7 @@ const SIGNALS: Token = Token(usize::MAX - 1);
 /// Tokens of refused connections are this plus their slot (connection
 /// keys stay far below it).
 const REFUSED_BASE: usize = usize::MAX / 2;
+const PROBE_LISTENER: Token = Token(usize::MAX - 2);
 /// How long accepting pauses after running out of file descriptors.
 const ACCEPT_RETRY: Duration = Duration::from_millis(100);
 /// Connections refused at `--max-connections` that may linger at once,
@@ -40,7 +45,15 @@ const REPORT_EVERY: Duration = Duration::from_secs(10);
 /// in the slab (a slab slot is this plus a discriminant word at most) and
 /// its deadline entry; no buffer: partial input and unsent output are
 /// allocated only while they exist.
-pub const CONNECTION_RECORD_BYTES: usize = std::mem::size_of::<super::conn::Conn<TcpStream>>();
+pub const CONNECTION_RECORD_BYTES: usize = std::mem::size_of::<super::conn::Conn<Stream>>();
+
+/// The TLS side of the main listener: where the certificate comes from and
+/// the configuration new connections get (replaced on SIGHUP; connections
+/// keep the one they started with).
+struct Tls {
+    files: TlsFiles,
+    config: Arc<rustls::ServerConfig>,
+}
 
 /// A connection refused at `--max-connections`: its 503 is written and its
 /// sending side shut; it is closed when the peer closes (it is registered
@@ -55,8 +68,13 @@ pub struct Server {
     /// `None` once shutting down.
     listener: Option<TcpListener>,
     local_addr: SocketAddr,
+    /// `--listen-plain`: probes only. `None` once shutting down.
+    probe_listener: Option<TcpListener>,
+    probe_addr: Option<SocketAddr>,
+    /// Set with `--tls-cert`: the main listener speaks TLS only.
+    tls: Option<Tls>,
     signals: Option<signal_hook_mio::v1_0::Signals>,
-    hub: Hub<TcpStream>,
+    hub: Hub<Stream>,
     refused: Slab<Refused>,
     start: Instant,
     /// Set while accept is failing for lack of file descriptors (or too
@@ -71,17 +89,35 @@ pub struct Server {
 }
 
 impl Server {
-    /// Binds the listener (port 0 picks a free port).
+    /// Loads the certificate (with `--tls-cert`) and binds the listeners
+    /// (port 0 picks a free port). The error says which step failed.
     pub fn bind(config: Config) -> io::Result<Server> {
+        let tls = match &config.tls {
+            Some(files) => Some(Tls {
+                files: files.clone(),
+                config: files
+                    .load()
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?,
+            }),
+            None => None,
+        };
         let poll = Poll::new()?;
-        let mut listener = listen(config.listen, config.backlog)?;
-        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let local_addr = listener.local_addr()?;
+        let (listener, local_addr) = listen(&poll, config.listen, config.backlog, LISTENER)?;
+        let (probe_listener, probe_addr) = match config.listen_plain {
+            Some(addr) => {
+                let (l, a) = listen(&poll, addr, config.backlog, PROBE_LISTENER)?;
+                (Some(l), Some(a))
+            }
+            None => (None, None),
+        };
         let now = Instant::now();
         Ok(Server {
             poll,
             listener: Some(listener),
             local_addr,
+            probe_listener,
+            probe_addr,
+            tls,
             signals: None,
             hub: Hub::new(config),
             refused: Slab::new(),
@@ -98,11 +134,17 @@ impl Server {
         Ok(self.local_addr)
     }
 
+    /// Where the probe listener (`--listen-plain`) is bound.
+    pub fn probe_addr(&self) -> Option<SocketAddr> {
+        self.probe_addr
+    }
+
     /// Makes SIGTERM and SIGINT start a graceful shutdown (a second one
-    /// exits at once). Only for the daemon: handlers are process-wide.
+    /// exits at once), and SIGHUP reload the TLS certificate. Only for the
+    /// daemon: handlers are process-wide.
     pub fn handle_signals(&mut self) -> io::Result<()> {
-        use signal_hook::consts::{SIGINT, SIGTERM};
-        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT])?;
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let mut signals = signal_hook_mio::v1_0::Signals::new([SIGTERM, SIGINT, SIGHUP])?;
         self.poll
             .registry()
             .register(&mut signals, SIGNALS, Interest::READABLE)?;
@@ -135,6 +177,7 @@ impl Server {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(now),
+                    PROBE_LISTENER => self.accept_probes(now),
                     SIGNALS => {
                         if self.on_signal(now) {
                             return Ok(());
@@ -204,7 +247,17 @@ impl Server {
     /// Handles pending signals; true means exit now.
     fn on_signal(&mut self, now: u64) -> bool {
         let Some(signals) = &mut self.signals else { return false };
-        let count = signals.pending().count();
+        let mut count = 0;
+        let mut hup = false;
+        for signal in signals.pending() {
+            match signal {
+                signal_hook::consts::SIGHUP => hup = true,
+                _ => count += 1,
+            }
+        }
+        if hup {
+            self.reload_tls();
+        }
         if count == 0 {
             return false;
         }
@@ -222,6 +275,7 @@ impl Server {
     fn begin_shutdown(&mut self, now: u64) {
         info!("shutting down: closing {} connections", self.hub.len());
         self.listener = None;
+        self.probe_listener = None;
         self.accept_paused = false;
         self.refused.clear();
         self.shutdown_deadline = Some(Instant::now() + self.hub.config.shutdown_grace);
@@ -239,7 +293,7 @@ impl Server {
                 Ok((stream, peer)) => {
                     self.accept_paused = false;
                     self.hub.service.stats.accepted += 1;
-                    self.admit(stream, peer, now);
+                    self.admit(stream, peer, now, false);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e)
@@ -252,14 +306,37 @@ impl Server {
         }
     }
 
+    /// Accepts on the probe listener (`--listen-plain`). Probes are few:
+    /// past `--max-connections` they are simply closed.
+    fn accept_probes(&mut self, now: u64) {
+        while let Some(listener) = &self.probe_listener {
+            match listener.accept() {
+                Ok((stream, peer)) => {
+                    self.hub.service.stats.accepted += 1;
+                    self.admit(stream, peer, now, true);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("accept on the plain listener: {e}");
+                    self.hub.service.stats.accept_errors += 1;
+                    return;
+                }
+            }
+        }
+    }
+
     /// Registers a new connection with the poll and hands it to the hub, or
-    /// refuses it with 503 when at `--max-connections`.
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: u64) {
+    /// refuses it with 503 when at `--max-connections`. A TLS connection
+    /// enters the hub before its TLS handshake, so that the handshake
+    /// counts against `--handshake-timeout`. `probes`: it came in on the
+    /// plain listener.
+    fn admit(&mut self, mut tcp: TcpStream, peer: SocketAddr, now: u64, probes: bool) {
         // Frames are whole when written; don't let Nagle hold back a small
         // one waiting for an ACK.
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
         let config = &self.hub.config;
-        let sock = socket2::SockRef::from(&stream);
+        let sock = socket2::SockRef::from(&tcp);
         if config.send_lowat > 0 {
             let _ = sock.set_tcp_notsent_lowat(config.send_lowat);
         }
@@ -267,25 +344,58 @@ impl Server {
             let _ = sock.set_send_buffer_size(config.send_buffer);
         }
         if self.hub.len() >= self.hub.config.max_connections {
-            return self.refuse(stream, peer);
+            return self.refuse(tcp, peer, probes);
         }
         let key = self.hub.next_key();
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = self.poll.registry().register(&mut stream, Token(key), interest) {
+        if let Err(e) = self.poll.registry().register(&mut tcp, Token(key), interest) {
             warn!("cannot register connection from {peer}: {e}");
             return;
         }
+        let stream = match (&self.tls, probes) {
+            (_, true) => Stream::Probes(tcp),
+            (None, false) => Stream::Plain(tcp),
+            (Some(tls), false) => match rustls::server::UnbufferedServerConnection::new(Arc::clone(&tls.config)) {
+                Ok(conn) => Stream::Tls(Box::new(TlsServer::new(tcp, conn))),
+                Err(e) => {
+                    warn!("cannot start TLS for {peer}: {e}");
+                    return;
+                }
+            },
+        };
         debug!("{peer} connected (#{key})");
         self.hub.insert(stream, now);
     }
 
+    /// SIGHUP: reads the certificate and key again; new connections get the
+    /// new ones, open connections keep theirs. A bad new pair leaves the
+    /// old one in use.
+    fn reload_tls(&mut self) {
+        let Some(tls) = &mut self.tls else {
+            info!("SIGHUP: no TLS certificate to reload");
+            return;
+        };
+        match tls.files.load() {
+            Ok(config) => {
+                tls.config = config;
+                info!("SIGHUP: TLS certificate reloaded from {}", tls.files.cert.display());
+            }
+            Err(e) => warn!("SIGHUP: TLS certificate not reloaded, keeping the old one: {e}"),
+        }
+    }
+
     /// Answers 503 at once and lets the connection linger briefly, not
     /// counted, so that the peer can read the answer before the socket
-    /// closes.
-    fn refuse(&mut self, mut stream: TcpStream, peer: SocketAddr) {
+    /// closes. (On the TLS listener, closes: a plaintext 503 would be
+    /// garbage to a TLS client.)
+    fn refuse(&mut self, mut stream: TcpStream, peer: SocketAddr, probes: bool) {
         debug!("{peer} refused: at --max-connections");
         let stats = &mut self.hub.service.stats;
         stats.rejected_max_connections += 1;
+        if self.tls.is_some() && !probes {
+            // A plaintext 503 would be garbage to a TLS client: just close.
+            return;
+        }
         stats.count_http_error(503);
         let mut out = Vec::new();
         handshake::write_error(&mut out, &HttpError::new(503, "server at capacity"));
@@ -384,10 +494,11 @@ impl Server {
     }
 }
 
-/// A non-blocking listener with a backlog of `backlog` connections (the
-/// kernel caps it at `net.core.somaxconn`): connections the loop has not
-/// accepted yet wait there, completed by the kernel.
-fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
+/// Binds a non-blocking listener with a backlog of `backlog` connections
+/// (the kernel caps it at `net.core.somaxconn`: connections the loop has
+/// not accepted yet wait there, completed by the kernel) and registers it
+/// with the poll.
+fn listen(poll: &Poll, addr: SocketAddr, backlog: u32, token: Token) -> io::Result<(TcpListener, SocketAddr)> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     // A restarted daemon may bind while its predecessor's connections are
@@ -396,5 +507,8 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
-    Ok(TcpListener::from_std(socket.into()))
+    let mut listener = TcpListener::from_std(socket.into());
+    poll.registry().register(&mut listener, token, Interest::READABLE)?;
+    let local = listener.local_addr()?;
+    Ok((listener, local))
 }

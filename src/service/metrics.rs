@@ -51,6 +51,11 @@ pub struct Stats {
     pub read_calls: u64,
     pub write_calls: u64,
     pub loop_iterations: u64,
+    /// TLS connections that failed before their handshake completed (a
+    /// client that does not speak TLS, no common version or cipher).
+    pub tls_handshake_failures: u64,
+    /// TLS connections failed for a bad record after the handshake.
+    pub tls_record_errors: u64,
 }
 
 impl Stats {
@@ -60,6 +65,15 @@ impl Stats {
 
     pub fn count_close(&mut self, code: u16) {
         bump(&mut self.close_codes, code);
+    }
+
+    /// A TLS connection failed, in its handshake or after it.
+    pub fn count_tls_failure(&mut self, during_handshake: bool) {
+        if during_handshake {
+            self.tls_handshake_failures += 1;
+        } else {
+            self.tls_record_errors += 1;
+        }
     }
 }
 
@@ -181,6 +195,18 @@ fn families<'s>(snap: &Snapshot<'s>) -> Vec<Family<'s>> {
             counter,
             "HTTP error responses (failed handshakes), by status.",
             ByCode("status", &s.http_errors),
+        ),
+        family(
+            "tls_handshake_failures_total",
+            counter,
+            "TLS connections that failed in their handshake (plaintext on the TLS port included).",
+            One(s.tls_handshake_failures),
+        ),
+        family(
+            "tls_record_errors_total",
+            counter,
+            "TLS connections failed for a bad record after the handshake.",
+            One(s.tls_record_errors),
         ),
         family(
             "accept_errors_total",

@@ -1,5 +1,8 @@
 // Real-browser test of wsloop's chat page (GET /), with Debian's chromium
 // driven by playwright-core. Usage: node test.mjs <path-to-wsloop>
+// With TLS_CERT and TLS_KEY (PEM files, e.g. a self-signed pair), the daemon
+// serves TLS only and the page runs over https:// and wss:// (Chromium with
+// --ignore-certificate-errors, a fresh profile).
 //
 // Two pages join the same room, see each other (member count 2), exchange
 // messages; the daemon is SIGKILLed, both pages say they are reconnecting;
@@ -20,6 +23,13 @@ const CHROMIUM = process.env.CHROMIUM ?? "/usr/bin/chromium";
 const WAIT = 10_000; // every single wait
 const TOTAL = 55_000; // the whole test
 const ROOM = "test room ✓"; // a space and non-ASCII: exercises the URL encoding
+const TLS = process.env.TLS_CERT && process.env.TLS_KEY ? ["--tls-cert", process.env.TLS_CERT, "--tls-key", process.env.TLS_KEY] : [];
+const HTTP = TLS.length ? "https" : "http";
+const WS = TLS.length ? "wss" : "ws";
+if (TLS.length) {
+  // The self-signed certificate, for this script's own fetch only.
+  process.env.NODE_TLS_REJECT_UNAUTHORIZED = "0";
+}
 
 const started = Date.now();
 const secs = () => ((Date.now() - started) / 1000).toFixed(1);
@@ -30,7 +40,7 @@ let daemon = null; // { proc, stderr: string[] }
 
 function startDaemon(listen) {
   return new Promise((resolveStart, rejectStart) => {
-    const proc = spawn(BIN, ["--listen", listen], {
+    const proc = spawn(BIN, ["--listen", listen, ...TLS], {
       env: { ...process.env, RUST_LOG: "info" },
       stdio: ["ignore", "ignore", "pipe"],
     });
@@ -149,7 +159,7 @@ async function expectMessage(page, from, text) {
 // ---- the test -------------------------------------------------------------------
 async function test(browserCtx) {
   const addr = await startDaemon("127.0.0.1:0");
-  const base = `http://${addr}`;
+  const base = `${HTTP}://${addr}`;
   log(`wsloop listening on ${addr}`);
 
   // The page itself: one self-contained HTML document.
@@ -158,13 +168,15 @@ async function test(browserCtx) {
   if (res.status !== 200) throw new Error(`GET / answered ${res.status}`);
   if (!/^text\/html/.test(res.headers.get("content-type") ?? "")) throw new Error(`GET / content-type ${res.headers.get("content-type")}`);
   if (/<script[^>]+src=|<link[^>]+stylesheet/i.test(html)) throw new Error("the page loads external resources");
-  log("ok - GET / serves the self-contained chat page");
+  log(`ok - GET / serves the self-contained chat page over ${HTTP}://`);
 
   const alice = await openChat(browserCtx, base, "Alice");
   await expectConnected(alice, 1);
   const bob = await openChat(browserCtx, base, "Bob");
   await expectConnected(bob, 2);
   await expectConnected(alice, 2);
+  const pageUrl = new URL(alice.url());
+  if (pageUrl.protocol !== `${HTTP}:`) throw new Error(`the page was served over ${pageUrl.protocol}`);
   await waitFor(alice, '#log li.notice:has-text("Bob joined (2 online)")', "Bob's join notice");
   log("ok - both pages connected, member count 2, join notice shown");
 
@@ -234,7 +246,7 @@ async function test(browserCtx) {
         };
         ws.onerror = () => rej(new Error("raw client error"));
       }),
-    { url: `ws://${addr}/broadcast/${encodeURIComponent(ROOM)}`, wait: WAIT },
+    { url: `${WS}://${addr}/broadcast/${encodeURIComponent(ROOM)}`, wait: WAIT },
   );
   await waitFor(bob, '#log li.raw:has-text("plain text, not JSON")', "raw text message");
   await expectMessage(bob, "<b>html</b>", "<img src=x onerror=alert(1)>");
@@ -279,6 +291,7 @@ async function main() {
         "--disable-component-update",
         "--disable-sync",
         "--disable-quic",
+        ...(TLS.length ? ["--ignore-certificate-errors"] : []),
       ],
     });
     // A persistent context opens with one blank page: close it.

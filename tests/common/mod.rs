@@ -14,6 +14,8 @@ pub const DEADLINE: Duration = Duration::from_secs(10);
 pub struct Daemon {
     child: Child,
     pub addr: SocketAddr,
+    /// Every line the daemon logged so far.
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Daemon {
@@ -42,9 +44,12 @@ impl Daemon {
             .expect("start wsloop");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let lines = log.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                lines.lock().unwrap().push(line.clone());
                 if let Some(rest) = line.split("listening on ").nth(1) {
                     let addr = rest.split_whitespace().next().unwrap().to_string();
                     if let Some(tx) = tx.take() {
@@ -59,7 +64,24 @@ impl Daemon {
             .expect("daemon logs its address")
             .parse()
             .unwrap();
-        Daemon { child, addr }
+        Daemon { child, addr, log }
+    }
+
+    /// Waits (bounded) for a log line containing `needle`; returns it.
+    pub fn wait_log(&self, needle: &str) -> String {
+        let start = Instant::now();
+        loop {
+            if let Some(line) = self.log.lock().unwrap().iter().find(|l| l.contains(needle)) {
+                return line.clone();
+            }
+            assert!(start.elapsed() < DEADLINE, "no log line with {needle:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// How many log lines contain `needle`.
+    pub fn log_count(&self, needle: &str) -> usize {
+        self.log.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -33,7 +33,8 @@ impl Mode {
     }
 }
 
-/// Connection-flood and load generator for WebSocket servers (ws:// only).
+/// Connection-flood and load generator for WebSocket servers (ws:// and
+/// wss://).
 ///
 /// One mio poll loop per thread, on wsloop's sans-IO protocol core in the
 /// client role. Prints a progress line every second on stderr and a
@@ -49,7 +50,7 @@ pub struct Cli {
     /// What to do.
     #[arg(long, value_enum, conflicts_with = "mode_arg")]
     pub mode: Option<Mode>,
-    /// Server URL: ws://IP[:PORT][/PATH] (or localhost). Default
+    /// Server URL: ws://IP[:PORT][/PATH] or wss://... (IP or localhost). Default
     /// ws://127.0.0.1:9001/echo, or ws://127.0.0.1:9001/broadcast/wsflood
     /// in broadcast mode.
     #[arg(long)]
@@ -121,6 +122,14 @@ pub struct Cli {
     /// Allow a target outside 127.0.0.0/8 and ::1.
     #[arg(long)]
     pub allow_remote: bool,
+    /// wss://: accept any server certificate (self-signed ones included).
+    /// The handshake's signatures are still checked.
+    #[arg(long, conflicts_with = "ca_cert")]
+    pub insecure: bool,
+    /// wss://: trust the certificates in this PEM file (e.g. the server's
+    /// self-signed one) and no others.
+    #[arg(long, value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// A checked run description, shared read-only by every thread.
@@ -148,6 +157,8 @@ pub struct Plan {
     pub quiet: bool,
     pub connect_timeout_ns: u64,
     pub max_pending: usize,
+    /// wss://: the TLS client configuration.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// Largest payload (the core's default frame and message limit).
@@ -238,6 +249,14 @@ impl Cli {
         } else if self.all_to_all || self.expect_self {
             return Err("--all-to-all and --expect-self belong to broadcast mode".into());
         }
+        let tls = match (target.tls, self.insecure, &self.ca_cert) {
+            (false, false, None) => None,
+            (false, _, _) => return Err("--insecure and --ca-cert belong to wss:// URLs".into()),
+            (true, false, None) => {
+                return Err("wss://: name the server's certificate with --ca-cert FILE, or pass --insecure".into())
+            }
+            (true, insecure, ca) => Some(crate::tls::client_config(insecure, ca.as_deref())?),
+        };
         let source_addrs = match &self.source_addrs {
             None => Vec::new(),
             Some(list) => {
@@ -269,6 +288,7 @@ impl Cli {
             quiet: self.quiet,
             connect_timeout_ns: secs_to_ns(self.connect_timeout),
             max_pending: self.max_pending,
+            tls,
         })
     }
 }
@@ -307,6 +327,8 @@ mod tests {
             &["echo", "--mode", "idle"][..],
             &["--url", "ws://10.1.2.3/"],
             &["--url", "wss://127.0.0.1/"],
+            &["--url", "ws://127.0.0.1/", "--insecure"],
+            &["--url", "wss://127.0.0.1/", "--ca-cert", "/nonexistent.pem"],
             &["-c", "0"],
             &["-d", "0"],
             &["-k", "0"],
@@ -320,5 +342,9 @@ mod tests {
             assert!(plan(args).is_err(), "{args:?}");
         }
         assert!(plan(&["--url", "ws://10.1.2.3/", "--allow-remote"]).is_ok());
+        assert!(plan(&["--url", "wss://127.0.0.1/", "--insecure"])
+            .unwrap()
+            .tls
+            .is_some());
     }
 }

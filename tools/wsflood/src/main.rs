@@ -14,6 +14,7 @@ mod report;
 mod stats;
 mod sys;
 mod target;
+mod tls;
 mod track;
 mod worker;
 

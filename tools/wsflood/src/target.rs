@@ -1,4 +1,5 @@
-//! Where to connect and from where: `ws://` URLs and source address lists.
+//! Where to connect and from where: `ws://` and `wss://` URLs and source
+//! address lists.
 //!
 //! No name is ever resolved: the host must be an IP literal (or
 //! `localhost`, which means 127.0.0.1), so the address traffic goes to is
@@ -6,23 +7,27 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
-/// A parsed `ws://` URL.
+/// A parsed `ws://` or `wss://` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub addr: SocketAddr,
+    /// `wss://`: TLS.
+    pub tls: bool,
+    /// The host as written (an IP literal or `localhost`): the TLS server
+    /// name.
+    pub hostname: String,
     /// The `Host` header value: the URL's authority as written.
     pub host: String,
     /// Path and query, starting with `/`.
     pub path: String,
 }
 
-/// Parses `ws://HOST[:PORT][/PATH]`.
+/// Parses `ws://HOST[:PORT][/PATH]` or `wss://...` (port 443 by default).
 pub fn parse_url(url: &str) -> Result<Target, String> {
-    let Some(rest) = url.strip_prefix("ws://") else {
-        if url.starts_with("wss://") {
-            return Err("wss:// (TLS) is not supported; use ws://".into());
-        }
-        return Err(format!("{url:?}: the URL must start with ws://"));
+    let (rest, tls) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => return Err(format!("{url:?}: the URL must start with ws:// or wss://")),
     };
     let (authority, path) = match rest.find(['/', '?']) {
         Some(i) => (&rest[..i], &rest[i..]),
@@ -60,6 +65,7 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
         }
     };
     let port: u16 = match port {
+        None if tls => 443,
         None => 80,
         Some(p) => p.parse().map_err(|_| format!("{p:?}: not a port number"))?,
     };
@@ -74,6 +80,8 @@ pub fn parse_url(url: &str) -> Result<Target, String> {
     };
     Ok(Target {
         addr: SocketAddr::new(ip, port),
+        tls,
+        hostname: host.to_string(),
         host: authority.to_string(),
         path,
     })
@@ -150,8 +158,15 @@ mod tests {
         assert_eq!(t.path, "/broadcast/x?y=1");
         let t = parse_url("ws://127.0.0.2:1?q").unwrap();
         assert_eq!(t.path, "/?q");
+        assert!(!t.tls);
+        let t = parse_url("wss://localhost/echo").unwrap();
+        assert_eq!(t.addr, "127.0.0.1:443".parse().unwrap());
+        assert!(t.tls);
+        assert_eq!(t.hostname, "localhost");
+        let t = parse_url("wss://[::1]:9443").unwrap();
+        assert_eq!((t.addr, t.hostname.as_str()), ("[::1]:9443".parse().unwrap(), "::1"));
         for bad in [
-            "wss://127.0.0.1/",
+            "wsss://127.0.0.1/",
             "http://127.0.0.1/",
             "ws://example.com/",
             "ws://127.0.0.1:99999/",

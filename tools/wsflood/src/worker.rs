@@ -19,6 +19,7 @@ use crate::alloc;
 use crate::cli::{Mode, Plan};
 use crate::payload;
 use crate::stats::{self, Live, Stats};
+use crate::tls::Stream;
 use crate::track::{Arrival, RoundArrival, Rounds, SeqTrack};
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
@@ -140,7 +141,7 @@ struct Conn {
     /// Connection id, unique across threads (publishers have the lowest).
     id: u32,
     st: St,
-    stream: Option<TcpStream>,
+    stream: Option<Stream>,
     session: Session,
     parser: Option<Box<ResponseParser>>,
     /// The start of a frame that the last read cut.
@@ -593,7 +594,7 @@ impl Worker {
             ctx.stats.errors.socket += 1;
             return self.failed_to_start(slot);
         }
-        conn.stream = Some(stream);
+        conn.stream = Some(Stream::Plain(stream));
         conn.st = St::Connecting;
         conn.t_connect = now;
         conn.deadline = now + ctx.sh.plan.connect_timeout_ns;
@@ -738,9 +739,9 @@ impl Worker {
         };
         // mio: after a writable event, a connect's outcome is in SO_ERROR,
         // and peer_addr tells a completed connect from a spurious wakeup.
-        let failure = match stream.take_error() {
+        let failure = match stream.tcp().take_error() {
             Ok(Some(e)) | Err(e) => Some(e),
-            Ok(None) => match stream.peer_addr() {
+            Ok(None) => match stream.tcp().peer_addr() {
                 Ok(_) => None,
                 Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
                 Err(e) => Some(e),
@@ -751,6 +752,20 @@ impl Worker {
             return self.fail(slot);
         }
         let ctx = &mut self.ctx;
+        if let (Some(config), Some(Stream::Plain(_))) = (&ctx.sh.plan.tls, &conn.stream) {
+            // wss://: TLS starts on the connected socket; the request waits
+            // in rustls until the TLS handshake is done.
+            let Some(Stream::Plain(tcp)) = conn.stream.take() else {
+                unreachable!("matched above")
+            };
+            match Stream::tls(tcp, config, &ctx.sh.plan.target.hostname) {
+                Ok(s) => conn.stream = Some(s),
+                Err(e) => {
+                    ctx.stats.errors.io_error(&e);
+                    return self.fail(slot);
+                }
+            }
+        }
         ctx.stats.connected += 1;
         ctx.stats.connect.saturating_record((now - conn.t_connect).max(1));
         let mut nonce = [0u8; 16];
@@ -768,6 +783,12 @@ impl Worker {
     }
 
     fn on_writable(&mut self, slot: usize, now: u64) {
+        if let Some(stream) = self.conns[slot].stream.as_mut().filter(|s| s.has_pending()) {
+            if let Err(e) = stream.flush_pending() {
+                self.ctx.stats.errors.io_error(&e);
+                return self.fail(slot);
+            }
+        }
         if self.conns[slot].has_pending() {
             self.flush(slot);
         }
