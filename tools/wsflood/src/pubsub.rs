@@ -222,12 +222,17 @@ pub fn publisher_rng(seed: u64, p: u32) -> Rng {
     Rng::new(seed, PUBLISHER_STREAM | u64::from(p))
 }
 
+/// Most a paced publisher catches up after a stall: the poll loop sleeps in
+/// whole milliseconds, and an iteration over thousands of busy subscribers
+/// takes several.
+const CATCH_UP: u64 = 10 * MS;
+
 /// The next due time of a paced publisher after one send: one period on,
-/// catching up after a short stall (the poll loop sleeps in whole
-/// milliseconds) but not after a long one.
+/// catching up after a stall of up to [`CATCH_UP`] but not after a longer
+/// one.
 pub fn pace(due: u64, period: u64, now: u64) -> u64 {
     let next = due + period;
-    if next + (4 * period).max(2 * MS) < now {
+    if next + (4 * period).max(CATCH_UP) < now {
         now
     } else {
         next
@@ -761,8 +766,9 @@ impl Shared {
         self.samples.lock().map(|g| g.clone()).unwrap_or([None, None])
     }
 
-    /// The pubsub lines of the text summary.
-    pub fn summary_text(&self, stats: &Stats) -> String {
+    /// The pubsub lines of the text summary; `window_s`: seconds from the
+    /// first publish to the stop.
+    pub fn summary_text(&self, stats: &Stats, window_s: f64) -> String {
         let o = &self.opts;
         let mut t = String::new();
         let _ = writeln!(
@@ -776,10 +782,19 @@ impl Shared {
             o.via.name(),
             if o.binary { "binary" } else { "text" },
         );
+        let target = if o.rate > 0.0 {
+            format!(" of {:.0}/s asked", o.rate)
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             t,
-            "  deliveries expected {}  received {}  foreign {}",
-            stats.expected, stats.received, stats.foreign
+            "  published  {} ({:.0}/s{target})  deliveries expected {}  received {}  foreign {}",
+            stats.sent,
+            ratio(stats.sent as f64, window_s).unwrap_or(0.0),
+            stats.expected,
+            stats.received,
+            stats.foreign
         );
         if o.http_publishers() > 0 {
             let _ = writeln!(
@@ -826,8 +841,8 @@ impl Shared {
         t
     }
 
-    /// The pubsub object of the JSON summary.
-    pub fn summary_json(&self, stats: &Stats) -> Value {
+    /// The pubsub object of the JSON summary; `window_s` as for the text.
+    pub fn summary_json(&self, stats: &Stats, window_s: f64) -> Value {
         let o = &self.opts;
         let w = self.window(stats);
         let server = match &w.server {
@@ -852,6 +867,7 @@ impl Shared {
             "batch": o.batch,
             "seed": o.seed,
             "rate": o.rate,
+            "published_per_s": ratio(stats.sent as f64, window_s),
             "expected": stats.expected,
             "foreign": stats.foreign,
             "http": {
@@ -944,8 +960,9 @@ mod tests {
     fn pacing_catches_up_a_little() {
         // A 10 us period after a 1 ms sleep: keep the schedule.
         assert_eq!(pace(1_000_000, 10_000, 2_000_000), 1_010_000);
+        assert_eq!(pace(1_000_000, 10_000, 9_000_000), 1_010_000);
         // After a long stall: start again from now.
-        assert_eq!(pace(1_000_000, 10_000, 10_000_000), 10_000_000);
+        assert_eq!(pace(1_000_000, 10_000, 20_000_000), 20_000_000);
         assert_eq!(pace(0, SEC, SEC / 2), SEC);
     }
 

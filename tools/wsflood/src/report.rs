@@ -189,7 +189,7 @@ impl Report<'_> {
             Mode::Idle => {}
         }
         if let Some(ps) = self.pubsub {
-            o.push_str(&ps.summary_text(s));
+            o.push_str(&ps.summary_text(s, self.load_window_s()));
         }
         if p.mode == Mode::Broadcast {
             let _ = writeln!(
@@ -319,7 +319,7 @@ impl Report<'_> {
             );
         }
         if let Some(ps) = self.pubsub {
-            m.insert("pubsub".into(), ps.summary_json(s));
+            m.insert("pubsub".into(), ps.summary_json(s, self.load_window_s()));
         }
         if p.mode == Mode::Churn {
             m.insert(
