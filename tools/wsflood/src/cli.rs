@@ -1,6 +1,7 @@
 //! The command line, and the checked [`Plan`] it turns into.
 
 use crate::payload::BCAST_HEADER;
+use crate::pubsub::{self, PublishVia};
 use crate::target::{self, Target};
 use clap::{Parser, ValueEnum};
 use std::net::IpAddr;
@@ -20,6 +21,10 @@ pub enum Mode {
     /// Connect, handshake, one echo, close; again, as fast as possible or at
     /// --rate cycles per second.
     Churn,
+    /// Topics (URL path /pubsub): each connection subscribes to
+    /// --subscriptions of --topics topics; --publishers publish at --rate
+    /// in all; every delivery is checked.
+    Pubsub,
 }
 
 impl Mode {
@@ -29,6 +34,7 @@ impl Mode {
             Mode::Broadcast => "broadcast",
             Mode::Idle => "idle",
             Mode::Churn => "churn",
+            Mode::Pubsub => "pubsub",
         }
     }
 }
@@ -52,10 +58,11 @@ pub struct Cli {
     pub mode: Option<Mode>,
     /// Server URL: ws://IP[:PORT][/PATH] or wss://... (IP or localhost). Default
     /// ws://127.0.0.1:9001/echo, or ws://127.0.0.1:9001/broadcast/wsflood
-    /// in broadcast mode.
+    /// in broadcast mode, ws://127.0.0.1:9001/pubsub in pubsub mode.
     #[arg(long)]
     pub url: Option<String>,
-    /// Connections to open (churn: connections in flight at once).
+    /// Connections to open (churn: connections in flight at once; pubsub:
+    /// subscribers, WebSocket publishers come on top).
     #[arg(short = 'c', long, default_value_t = 100)]
     pub connections: usize,
     /// Worker threads, each with its own poll loop and share of connections.
@@ -68,25 +75,29 @@ pub struct Cli {
     /// Seconds of load, ramp-up included; teardown adds at most 10 more.
     #[arg(short = 'd', long, default_value_t = 10.0)]
     pub duration: f64,
-    /// Payload bytes per message.
-    #[arg(short = 's', long, default_value_t = 20)]
-    pub payload_size: usize,
+    /// Payload bytes per message [default: 20; pubsub: 37, the header of
+    /// the body].
+    #[arg(short = 's', long)]
+    pub payload_size: Option<usize>,
     /// Several payload sizes, cycled (e.g. 20,1024,16384); overrides
     /// --payload-size.
     #[arg(long, value_delimiter = ',')]
     pub payload_sizes: Vec<usize>,
-    /// Messages per second per connection (broadcast: per publisher; churn:
-    /// cycles per second in all). 0: as fast as possible.
+    /// Messages per second per connection (broadcast: per publisher; pubsub:
+    /// all publishers together; churn: cycles per second in all). 0: as
+    /// fast as possible.
     #[arg(short = 'r', long, default_value_t = 0.0)]
     pub rate: f64,
     /// Echo: messages each connection keeps outstanding. Broadcast with
     /// --expect-self and --rate 0: each publisher's messages not yet
-    /// delivered back to it.
+    /// delivered back to it. Pubsub with --rate 0: each publisher's
+    /// publishes (or HTTP requests) not yet acknowledged.
     #[arg(short = 'k', long, default_value_t = 1)]
     pub inflight: usize,
     /// Broadcast: how many connections publish (the others only receive).
     /// Without --expect-self and with --rate 0, publishers send as fast as
-    /// their sockets take it.
+    /// their sockets take it. Pubsub: publishers, each with a connection of
+    /// its own (see --publish-via).
     #[arg(short = 'p', long, default_value_t = 1)]
     pub publishers: usize,
     /// Broadcast: the server delivers each message to its sender too (run it
@@ -130,6 +141,29 @@ pub struct Cli {
     /// self-signed one) and no others.
     #[arg(long, value_name = "FILE")]
     pub ca_cert: Option<PathBuf>,
+    /// Pubsub: topics in all, named t0, t1, ...
+    #[arg(long, default_value_t = 100)]
+    pub topics: usize,
+    /// Pubsub: distinct topics each connection subscribes to, drawn at
+    /// random (see --seed).
+    #[arg(long, default_value_t = 1)]
+    pub subscriptions: usize,
+    /// Pubsub: seed of the random draws (each connection's topics, each
+    /// message's topic): the same seed, the same draws.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+    /// Pubsub: how publishers publish: ws (publish requests on a /pubsub
+    /// WebSocket each), http (POST /broadcast/{topic}, a message per
+    /// request), http-batch (POST /pubsub, --batch messages per request).
+    #[arg(long, value_enum, default_value_t = PublishVia::Ws)]
+    pub publish_via: PublishVia,
+    /// Pubsub: publish in the binary form (deliveries come binary too)
+    /// rather than as JSON text.
+    #[arg(long)]
+    pub binary: bool,
+    /// Pubsub with --publish-via http-batch: messages per request.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
 }
 
 /// A checked run description, shared read-only by every thread.
@@ -159,6 +193,8 @@ pub struct Plan {
     pub max_pending: usize,
     /// wss://: the TLS client configuration.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// Pubsub: its options (None in the other modes).
+    pub pubsub: Option<pubsub::Options>,
 }
 
 /// Largest payload (the core's default frame and message limit).
@@ -175,8 +211,9 @@ fn secs_to_ns(s: f64) -> u64 {
 impl Cli {
     pub fn plan(self) -> Result<Plan, String> {
         let mode = self.mode.or(self.mode_arg).unwrap_or(Mode::Echo);
-        let url = self.url.unwrap_or_else(|| match mode {
+        let url = self.url.clone().unwrap_or_else(|| match mode {
             Mode::Broadcast => "ws://127.0.0.1:9001/broadcast/wsflood".into(),
+            Mode::Pubsub => "ws://127.0.0.1:9001/pubsub".into(),
             _ => "ws://127.0.0.1:9001/echo".into(),
         });
         let target = target::parse_url(&url)?;
@@ -192,7 +229,7 @@ impl Cli {
         if self.threads == 0 {
             return Err("--threads must be at least 1".into());
         }
-        let threads = self.threads.min(self.connections);
+        let default_size = if mode == Mode::Pubsub { pubsub::wire::HEADER } else { 20 };
         if !(self.duration.is_finite() && self.duration > 0.0 && self.duration <= MAX_DURATION) {
             return Err("--duration must be a positive number of seconds (at most a week)".into());
         }
@@ -211,15 +248,25 @@ impl Cli {
             return Err("--max-pending must be at least 1".into());
         }
         let sizes = if self.payload_sizes.is_empty() {
-            vec![self.payload_size]
+            vec![self.payload_size.unwrap_or(default_size)]
         } else {
-            self.payload_sizes
+            self.payload_sizes.clone()
         };
         if let Some(big) = sizes.iter().find(|&&s| s > MAX_PAYLOAD) {
             return Err(format!("payload size {big} is over the {MAX_PAYLOAD}-byte limit"));
         }
         let max_size = *sizes.iter().max().expect("at least one size");
         let mut publishers = 0;
+        let mut connections = self.connections;
+        let mut pubsub = None;
+        if mode == Mode::Pubsub {
+            let o = pubsub::Options::check(&self, &sizes)?;
+            publishers = self.publishers;
+            connections += o.ws_publishers();
+            pubsub = Some(o);
+        } else if self.binary {
+            return Err("--binary belongs to pubsub mode".into());
+        }
         if mode == Mode::Broadcast {
             if let Some(small) = sizes.iter().find(|&&s| s < BCAST_HEADER) {
                 return Err(format!(
@@ -267,11 +314,12 @@ impl Cli {
                 addrs
             }
         };
+        let threads = self.threads.min(connections);
         Ok(Plan {
             mode,
             url,
             target,
-            connections: self.connections,
+            connections,
             threads,
             connect_rate: self.connect_rate,
             duration_ns: secs_to_ns(self.duration),
@@ -289,6 +337,7 @@ impl Cli {
             connect_timeout_ns: secs_to_ns(self.connect_timeout),
             max_pending: self.max_pending,
             tls,
+            pubsub,
         })
     }
 }
@@ -319,6 +368,37 @@ mod tests {
         assert_eq!(p.sizes, vec![1, 2, 3]);
         let p = plan(&["broadcast", "--all-to-all", "-c", "7", "--expect-self"]).unwrap();
         assert_eq!(p.publishers, 7);
+        let p = plan(&[
+            "pubsub",
+            "-c",
+            "10",
+            "-p",
+            "3",
+            "--topics",
+            "50",
+            "--subscriptions",
+            "5",
+        ])
+        .unwrap();
+        assert_eq!(p.target.path, "/pubsub");
+        assert_eq!(p.connections, 13, "subscribers and WebSocket publishers");
+        assert_eq!(p.sizes, vec![37], "the header by default");
+        let o = p.pubsub.unwrap();
+        assert_eq!((o.topics, o.subscriptions, o.publishers, o.subscribers), (50, 5, 3, 10));
+        let p = plan(&[
+            "pubsub",
+            "-c",
+            "10",
+            "-p",
+            "3",
+            "--publish-via",
+            "http-batch",
+            "-s",
+            "64",
+        ])
+        .unwrap();
+        assert_eq!(p.connections, 10, "HTTP publishers have connections of their own");
+        assert_eq!(p.pubsub.unwrap().http_publishers(), 3);
     }
 
     #[test]
@@ -338,6 +418,27 @@ mod tests {
             &["broadcast", "-c", "2", "-p", "3"],
             &["echo", "--all-to-all"],
             &["--source-addrs", "::1"],
+            &["echo", "--binary"],
+            &["pubsub", "-s", "36"],
+            &["pubsub", "--topics", "0"],
+            &["pubsub", "--topics", "5", "--subscriptions", "6"],
+            &["pubsub", "--subscriptions", "0"],
+            &["pubsub", "-p", "0"],
+            &["pubsub", "-p", "65537"],
+            &["pubsub", "--topics", "2000000"],
+            &["pubsub", "--publish-via", "http-batch", "--binary"],
+            &["pubsub", "--publish-via", "http-batch", "--batch", "0"],
+            &[
+                "pubsub",
+                "-c",
+                "100000",
+                "--topics",
+                "1000",
+                "--subscriptions",
+                "100",
+                "-p",
+                "100",
+            ],
         ] {
             assert!(plan(args).is_err(), "{args:?}");
         }

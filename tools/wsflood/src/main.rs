@@ -10,6 +10,7 @@
 mod alloc;
 mod cli;
 mod payload;
+mod pubsub;
 mod report;
 mod stats;
 mod sys;
@@ -48,8 +49,9 @@ fn main() {
         }
     };
     // One descriptor per connection, an epoll instance per thread, stdio
-    // and some slack.
-    let needed = plan.connections as u64 + 2 * plan.threads as u64 + 32;
+    // and some slack (pubsub: HTTP publishers and their thread's epoll).
+    let http = plan.pubsub.as_ref().map_or(0, |o| o.http_publishers() as u64 + 2);
+    let needed = plan.connections as u64 + 2 * plan.threads as u64 + 32 + http;
     if let Err(e) = sys::ensure_fds(needed) {
         eprintln!("wsflood: {e}");
         exit(EXIT_USAGE);
@@ -126,6 +128,15 @@ fn run(plan: Plan) -> i32 {
             }
         }
     }
+    // Pubsub: HTTP publishers have a thread of their own.
+    let http = match pubsub::http::spawn(&sh, done_tx.clone()) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("wsflood: cannot start the HTTP publishers: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let threads = plan.threads + usize::from(http.is_some());
     drop(done_tx);
 
     // Report progress until every worker is done.
@@ -139,7 +150,7 @@ fn run(plan: Plan) -> i32 {
     let mut interval = stats::histogram();
     let mut peak_open = 0;
     let mut finished = 0;
-    while finished < plan.threads {
+    while finished < threads {
         let now = sh.now();
         if now >= give_up {
             eprintln!("wsflood: the workers did not stop by the hard cap");
@@ -165,7 +176,7 @@ fn run(plan: Plan) -> i32 {
             }
             let secs = (now - prev.0) as f64 / 1e9;
             let delta = match plan.mode {
-                Mode::Echo | Mode::Broadcast => t.received - prev.1.received,
+                Mode::Echo | Mode::Broadcast | Mode::Pubsub => t.received - prev.1.received,
                 Mode::Idle => t.established - prev.1.established,
                 Mode::Churn => t.cycles - prev.1.cycles,
             };
@@ -201,7 +212,7 @@ fn run(plan: Plan) -> i32 {
     }
     let elapsed_s = sh.now() as f64 / 1e9;
     let mut stats = Stats::default();
-    for h in handles {
+    for h in handles.into_iter().chain(http) {
         match h.join() {
             Ok(s) => stats.merge(&s),
             Err(_) => {
@@ -228,6 +239,7 @@ fn run(plan: Plan) -> i32 {
             after_kib: after,
             open,
         }),
+        pubsub: sh.pubsub.as_deref(),
     };
     print!("{}", report.text());
     if let Some(path) = &plan.json {

@@ -1,6 +1,7 @@
 //! The end-of-run summary: text for stdout and JSON for --json.
 
 use crate::cli::{Mode, Plan};
+use crate::pubsub;
 use crate::stats::Stats;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
@@ -31,6 +32,8 @@ pub struct Report<'a> {
     pub peak_open: u64,
     pub cpu: Option<Cpu>,
     pub rss: Option<Rss>,
+    /// Pubsub: the run's shared state, for its own summary lines.
+    pub pubsub: Option<&'a pubsub::Shared>,
 }
 
 fn us(ns: u64) -> f64 {
@@ -94,7 +97,7 @@ impl Report<'_> {
     fn load_window_s(&self) -> f64 {
         let stop = self.plan.duration_ns as f64 / 1e9;
         let from = match self.plan.mode {
-            Mode::Echo | Mode::Broadcast => self.stats.first_send_ns.unwrap_or(0) as f64 / 1e9,
+            Mode::Echo | Mode::Broadcast | Mode::Pubsub => self.stats.first_send_ns.unwrap_or(0) as f64 / 1e9,
             _ => 0.0,
         };
         (stop.min(self.elapsed_s) - from).max(0.0)
@@ -162,7 +165,7 @@ impl Report<'_> {
         let _ = writeln!(o, "  connect    {}", hist_line(&s.connect));
         let _ = writeln!(o, "  handshake  {}", hist_line(&s.handshake));
         match p.mode {
-            Mode::Echo | Mode::Broadcast => {
+            Mode::Echo | Mode::Broadcast | Mode::Pubsub => {
                 let what = if p.mode == Mode::Echo { "echoes" } else { "deliveries" };
                 let _ = writeln!(
                     o,
@@ -185,6 +188,9 @@ impl Report<'_> {
             }
             Mode::Idle => {}
         }
+        if let Some(ps) = self.pubsub {
+            o.push_str(&ps.summary_text(s, self.load_window_s()));
+        }
         if p.mode == Mode::Broadcast {
             let _ = writeln!(
                 o,
@@ -201,13 +207,15 @@ impl Report<'_> {
         }
         let _ = writeln!(
             o,
-            "verification {}: mismatched {}  lost {}  duplicated {}  out-of-order {}  unexpected-self {}  protocol {}",
+            "verification {}: mismatched {}  lost {}  duplicated {}  out-of-order {}  unexpected-self {}  foreign {}  \
+             protocol {}",
             if s.verification_failed() { "FAILED" } else { "ok" },
             s.mismatched,
             s.lost,
             s.duplicated,
             s.out_of_order,
             s.unexpected_self,
+            s.foreign,
             s.errors.protocol
         );
         let errors = s.errors.list();
@@ -291,6 +299,7 @@ impl Report<'_> {
                 "duplicated": s.duplicated,
                 "out_of_order": s.out_of_order,
                 "unexpected_self": s.unexpected_self,
+                "foreign": s.foreign,
                 "protocol": s.errors.protocol,
             },
             "errors": errors,
@@ -308,6 +317,9 @@ impl Report<'_> {
                     "rounds": s.rounds,
                 }),
             );
+        }
+        if let Some(ps) = self.pubsub {
+            m.insert("pubsub".into(), ps.summary_json(s, self.load_window_s()));
         }
         if p.mode == Mode::Churn {
             m.insert(
@@ -363,7 +375,7 @@ fn per_conn(r: Rss) -> f64 {
 pub fn progress(mode: Mode, t_s: f64, open: u64, per_s: f64, errors: u64, h: &Histogram<u64>) -> String {
     let what = match mode {
         Mode::Echo => "echoes/s",
-        Mode::Broadcast => "deliveries/s",
+        Mode::Broadcast | Mode::Pubsub => "deliveries/s",
         Mode::Idle => "handshakes/s",
         Mode::Churn => "cycles/s",
     };

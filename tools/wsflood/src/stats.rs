@@ -44,6 +44,9 @@ pub struct Errors {
     pub mismatch: u64,
     /// Any other I/O error.
     pub io: u64,
+    /// Requests the server refused, by kind: a /pubsub error code
+    /// (`pubsub_{code}`), an HTTP publish status (`publish_status_{status}`).
+    pub refused: BTreeMap<String, u64>,
 }
 
 impl Errors {
@@ -62,6 +65,7 @@ impl Errors {
             + self.protocol
             + self.mismatch
             + self.io
+            + self.refused.values().sum::<u64>()
     }
 
     /// Counts a failed socket operation by its kind.
@@ -95,6 +99,9 @@ impl Errors {
         self.protocol += o.protocol;
         self.mismatch += o.mismatch;
         self.io += o.io;
+        for (k, v) in &o.refused {
+            *self.refused.entry(k.clone()).or_default() += v;
+        }
     }
 
     /// (name, count) for every kind that occurred, in a fixed order.
@@ -123,6 +130,9 @@ impl Errors {
         add("protocol", self.protocol);
         add("mismatch", self.mismatch);
         add("io", self.io);
+        for (k, n) in &self.refused {
+            add(k, *n);
+        }
         out
     }
 }
@@ -158,7 +168,9 @@ pub struct Stats {
     pub duplicated: u64,
     pub out_of_order: u64,
     pub unexpected_self: u64,
-    /// Broadcast: deliveries the receivers of this thread should have had.
+    /// Pubsub: deliveries on a topic the connection is not subscribed to.
+    pub foreign: u64,
+    /// Broadcast and pubsub: deliveries the receivers of this thread should have had.
     pub expected: u64,
     pub errors: Errors,
     /// Round trip (echo, churn) or publish-to-delivery (broadcast).
@@ -198,6 +210,7 @@ impl Default for Stats {
             duplicated: 0,
             out_of_order: 0,
             unexpected_self: 0,
+            foreign: 0,
             expected: 0,
             errors: Errors::default(),
             latency: histogram(),
@@ -238,6 +251,7 @@ impl Stats {
         self.duplicated += o.duplicated;
         self.out_of_order += o.out_of_order;
         self.unexpected_self += o.unexpected_self;
+        self.foreign += o.foreign;
         self.expected += o.expected;
         self.errors.merge(&o.errors);
         self.latency.add(&o.latency).expect("same histogram bounds");
@@ -254,7 +268,13 @@ impl Stats {
 
     /// Whether any check on the traffic failed.
     pub fn verification_failed(&self) -> bool {
-        self.mismatched + self.lost + self.duplicated + self.out_of_order + self.unexpected_self + self.errors.protocol
+        self.mismatched
+            + self.lost
+            + self.duplicated
+            + self.out_of_order
+            + self.unexpected_self
+            + self.foreign
+            + self.errors.protocol
             > 0
     }
 }

@@ -23,6 +23,11 @@ pub struct SeqTrack {
 }
 
 impl SeqTrack {
+    /// One past the highest sequence number seen (0: none yet).
+    pub fn next(&self) -> u64 {
+        self.next
+    }
+
     pub fn arrive(&mut self, seq: u64) -> Arrival {
         if seq >= self.next {
             let shift = seq - self.next + 1;

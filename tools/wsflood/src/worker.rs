@@ -18,6 +18,7 @@
 use crate::alloc;
 use crate::cli::{Mode, Plan};
 use crate::payload;
+use crate::pubsub;
 use crate::stats::{self, Live, Stats};
 use crate::tls::Stream;
 use crate::track::{Arrival, RoundArrival, Rounds, SeqTrack};
@@ -78,6 +79,8 @@ pub struct Shared {
     /// Broadcast: messages sent so far by each publisher.
     pub sent: Box<[AtomicU64]>,
     pub live: Box<[Live]>,
+    /// Pubsub: state of the run (None in the other modes).
+    pub pubsub: Option<Arc<pubsub::Shared>>,
 }
 
 impl Shared {
@@ -86,6 +89,10 @@ impl Shared {
         Shared {
             sent: (0..plan.publishers).map(|_| AtomicU64::new(0)).collect(),
             live: (0..plan.threads).map(|_| Live::default()).collect(),
+            pubsub: plan
+                .pubsub
+                .clone()
+                .map(|o| Arc::new(pubsub::Shared::new(o, plan.max_size))),
             plan,
             start: Instant::now(),
             filler,
@@ -202,6 +209,8 @@ struct Ctx {
     /// Echo and churn: messages outstanding on all connections.
     outstanding: u64,
     rng: u64,
+    /// Pubsub: the mode's side of this thread (see pubsub.rs).
+    ps: Option<pubsub::Driver>,
 }
 
 impl Ctx {
@@ -291,6 +300,7 @@ impl Worker {
             open: 0,
             outstanding: 0,
             rng: seed,
+            ps: pubsub::Driver::new(&sh, index, n),
             sh: sh.clone(),
         };
         Ok(Worker {
@@ -369,7 +379,8 @@ impl Worker {
                 next_start = self.start_connections(now);
                 if plan.mode != Mode::Churn && steady_from.is_none() {
                     let settled = self.free.is_empty() && self.ctx.pending == 0;
-                    if ramp_done.is_none() && settled && (plan.mode != Mode::Broadcast || self.ctx.started) {
+                    let waits = matches!(plan.mode, Mode::Broadcast | Mode::Pubsub);
+                    if ramp_done.is_none() && settled && (!waits || self.ctx.started) {
                         ramp_done = Some(now);
                     }
                     if ramp_done.is_some_and(|t| now >= t + warm_up) {
@@ -399,7 +410,7 @@ impl Worker {
             if let Some(t) = next_start {
                 until = until.min(t);
             }
-            if phase == Phase::Run && plan.mode == Mode::Broadcast && !self.ctx.started {
+            if phase == Phase::Run && matches!(plan.mode, Mode::Broadcast | Mode::Pubsub) && !self.ctx.started {
                 until = until.min(now + MS);
             }
             if phase == Phase::Run && steady_from.is_none() && ramp_done.is_some() {
@@ -455,11 +466,15 @@ impl Worker {
     }
 
     /// Whether everything sent has been answered or delivered.
-    fn drained(&self) -> bool {
+    fn drained(&mut self) -> bool {
+        if let Some(ps) = &mut self.ctx.ps {
+            let conns = &self.conns;
+            return ps.drained(|slot| conns[slot].member && conns[slot].st == St::Open);
+        }
         match self.ctx.mode {
             Mode::Echo => self.ctx.outstanding == 0,
             Mode::Churn => self.ctx.active == 0,
-            Mode::Idle => true,
+            Mode::Idle | Mode::Pubsub => true,
             Mode::Broadcast => {
                 let sh = self.sh();
                 if sh.stopped.load(Relaxed) < sh.plan.threads {
@@ -485,15 +500,24 @@ impl Worker {
         total - own
     }
 
-    /// Broadcast: publishing begins once every connection has settled, so
-    /// that every message has the same audience.
+    /// Broadcast and pubsub: publishing begins once every connection has
+    /// settled (pubsub: and subscribed), so that every message has the same
+    /// audience.
     fn check_start(&mut self, now: u64) {
-        if self.ctx.mode != Mode::Broadcast || self.ctx.started {
+        if !matches!(self.ctx.mode, Mode::Broadcast | Mode::Pubsub) || self.ctx.started {
             return;
         }
         let sh = self.ctx.sh.clone();
         if sh.settled.load(Relaxed) < sh.plan.connections {
             return;
+        }
+        if let Some(ps) = &mut self.ctx.ps {
+            // Pubsub: and every subscription acknowledged.
+            let conns = &self.conns;
+            if !ps.ready_to_start(|slot| conns[slot].st == St::Open) {
+                return;
+            }
+            ps.on_start(|slot| conns[slot].st == St::Open);
         }
         let _ = sh.members.compare_exchange(0, sh.open.load(Relaxed), Relaxed, Relaxed);
         let members = sh.members.load(Relaxed) as u64;
@@ -923,7 +947,10 @@ impl Worker {
         loop {
             match conn.session.handle_input(&ctx.limits, input, &mut pos, wbuf) {
                 Ok(None) => break,
-                Ok(Some(Event::Message(_, payload))) => on_message(ctx, conn.id, &mut conn.flow, payload, now),
+                Ok(Some(Event::Message(kind, payload))) => match &mut ctx.ps {
+                    Some(ps) => ps.on_message(slot, kind, payload, now, &mut ctx.stats, &mut ctx.interval),
+                    None => on_message(ctx, conn.id, &mut conn.flow, payload, now),
+                },
                 Ok(Some(Event::Ping(_) | Event::Pong(_))) => {}
                 // Only with permessage-deflate negotiated, which this client
                 // does not offer: the session refuses RSV1 before this.
@@ -985,6 +1012,9 @@ impl Worker {
         if f.sends.len() != ring {
             f.sends = vec![0; ring].into_boxed_slice();
         }
+        if let Some(ps) = &mut ctx.ps {
+            ps.on_open(slot, &mut conn.session, &mut self.wbuf);
+        }
         if plan.mode == Mode::Broadcast {
             if plan.all_to_all {
                 f.rounds = Some(Rounds::new(plan.connections));
@@ -1019,6 +1049,12 @@ impl Worker {
         let mut arm_at = 0;
         match ctx.mode {
             Mode::Idle => {}
+            Mode::Pubsub => {
+                if let Some(ps) = &mut ctx.ps {
+                    let may_send = ctx.sending && ctx.started && conn.member;
+                    arm_at = ps.fill(slot, may_send, &mut conn.session, wbuf, now, &mut ctx.stats);
+                }
+            }
             Mode::Churn => {
                 if conn.flow.send_seq == 0 {
                     send_echo(ctx, conn, wbuf, now);
@@ -1226,6 +1262,10 @@ impl Worker {
             self.ctx.stats.expected = expected;
             self.ctx.stats.lost += lost;
         }
+        let Worker { conns, ctx, .. } = self;
+        if let (Some(ps), true) = (&mut ctx.ps, ctx.started) {
+            ps.finish(|slot| conns[slot].member, &mut ctx.stats);
+        }
     }
 }
 
@@ -1349,7 +1389,7 @@ fn on_message(ctx: &mut Ctx, id: u32, f: &mut Flow, payload: &[u8], now: u64) {
                 }
             }
         }
-        Mode::Idle => {}
+        Mode::Idle | Mode::Pubsub => {}
     }
 }
 

@@ -1,0 +1,216 @@
+//! Short pubsub runs against the wsloop daemon: every delivery verified,
+//! and the counts cross-checked with the server's own (its /metrics, and
+//! the recipients its HTTP publish answers report).
+
+mod common;
+use common::{wsflood, Daemon, Run};
+
+/// A clean run: exit 0, nothing lost or extra, and the deliveries the
+/// server counted are the ones wsflood checked.
+fn assert_clean(r: &Run) {
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.value("verification.ok"), true, "{r:?}");
+    for k in ["mismatched", "lost", "duplicated", "out_of_order", "foreign"] {
+        assert_eq!(r.num(&format!("verification.{k}")), 0, "{k}\n{r:?}");
+    }
+    assert_eq!(r.num("errors.total"), 0, "{r:?}");
+    let received = r.num("messages.received");
+    assert!(received > 0, "{r:?}");
+    assert_eq!(r.num("pubsub.expected"), received, "{r:?}");
+    assert_eq!(r.num("pubsub.server.deliveries_enveloped"), received, "{r:?}");
+    assert_eq!(r.num("latency_us.count"), received, "{r:?}");
+}
+
+#[test]
+fn ws_publishers_every_delivery_verified() {
+    let d = Daemon::start(&[]);
+    let pid = d.pid().to_string();
+    let r = wsflood(&[
+        "pubsub",
+        "--url",
+        &d.url("/pubsub"),
+        "-c",
+        "300",
+        "-t",
+        "2",
+        "--topics",
+        "200",
+        "--subscriptions",
+        "5",
+        "-p",
+        "3",
+        "--rate",
+        "3000",
+        "-d",
+        "2",
+        "--server-pid",
+        &pid,
+    ]);
+    assert_clean(&r);
+    assert_eq!(r.num("connects.established"), 303, "subscribers and publishers\n{r:?}");
+    assert_eq!(r.num("pubsub.subscribers_open"), 300);
+    assert_eq!(r.num("pubsub.server.subscriptions"), 300 * 5, "{r:?}");
+    // 3000 messages/s for the ~1.9 s left after the ramp-up.
+    let sent = r.num("messages.sent");
+    assert!((2500..=6200).contains(&sent), "{sent} sent\n{r:?}");
+    // Paced publishes carry no id: the server sent deliveries and nothing else.
+    assert_eq!(r.num("pubsub.server.messages_out"), r.num("messages.received"), "{r:?}");
+    assert!(r.value("pubsub.window.deliveries_per_server_cpu_s").as_f64().unwrap() > 0.0);
+    let writes = r.value("pubsub.server.write_calls_per_delivery").as_f64().unwrap();
+    assert!(writes > 0.0 && writes <= 1.5, "{writes}\n{r:?}");
+    assert!(r.stdout.contains("verification ok"), "{}", r.stdout);
+}
+
+#[test]
+fn binary_publishes_with_an_ack_window() {
+    let d = Daemon::start(&[]);
+    let r = wsflood(&[
+        "pubsub",
+        "--url",
+        &d.url("/pubsub"),
+        "-c",
+        "50",
+        "--topics",
+        "20",
+        "--subscriptions",
+        "3",
+        "-p",
+        "2",
+        "--binary",
+        "-k",
+        "4",
+        "--payload-sizes",
+        "37,200,70000",
+        "-d",
+        "1.5",
+    ]);
+    assert_clean(&r);
+    // Every publish had an id: one ack each, on top of the deliveries.
+    let (sent, received) = (r.num("messages.sent"), r.num("messages.received"));
+    assert!(sent > 100, "{r:?}");
+    assert_eq!(r.num("pubsub.server.messages_out"), received + sent, "{r:?}");
+}
+
+#[test]
+fn http_batch_publishers() {
+    let d = Daemon::start(&[]);
+    let r = wsflood(&[
+        "pubsub",
+        "--url",
+        &d.url("/pubsub"),
+        "-c",
+        "200",
+        "--topics",
+        "100",
+        "--subscriptions",
+        "4",
+        "-p",
+        "2",
+        "--publish-via",
+        "http-batch",
+        "--batch",
+        "20",
+        "--rate",
+        "4000",
+        "-d",
+        "2",
+    ]);
+    assert_clean(&r);
+    assert_eq!(
+        r.num("connects.established"),
+        200,
+        "HTTP publishers are not WebSockets\n{r:?}"
+    );
+    assert_eq!(r.num("pubsub.http.open"), 2);
+    // Every request was accepted, and the server counted the recipients we
+    // counted deliveries.
+    let sent = r.num("messages.sent");
+    assert_eq!(r.num("pubsub.http.accepted") * 20, sent, "{r:?}");
+    assert_eq!(r.num("pubsub.http.recipients"), r.num("messages.received"), "{r:?}");
+}
+
+#[test]
+fn http_publishers_one_message_per_request_binary() {
+    let d = Daemon::start(&[]);
+    let r = wsflood(&[
+        "pubsub",
+        "--url",
+        &d.url("/pubsub"),
+        "-c",
+        "100",
+        "--topics",
+        "30",
+        "--subscriptions",
+        "2",
+        "-p",
+        "3",
+        "--publish-via",
+        "http",
+        "--binary",
+        "-k",
+        "2",
+        "-d",
+        "1.5",
+    ]);
+    assert_clean(&r);
+    assert_eq!(r.num("pubsub.http.accepted"), r.num("messages.sent"), "{r:?}");
+    assert_eq!(r.num("pubsub.http.recipients"), r.num("messages.received"), "{r:?}");
+}
+
+#[test]
+fn steady_state_allocates_nothing_per_message() {
+    let d = Daemon::start(&[]);
+    for via in ["ws", "http-batch"] {
+        let r = wsflood(&[
+            "pubsub",
+            "--url",
+            &d.url("/pubsub"),
+            "-c",
+            "100",
+            "--topics",
+            "50",
+            "--subscriptions",
+            "3",
+            "-p",
+            "2",
+            "--publish-via",
+            via,
+            "--rate",
+            "5000",
+            "-d",
+            "2.5",
+        ]);
+        assert_clean(&r);
+        assert!(r.num("steady_state.messages") > 1000, "{via}\n{r:?}");
+        assert_eq!(r.num("steady_state.allocations"), 0, "{via}\n{r:?}");
+    }
+}
+
+#[test]
+fn a_refused_subscribe_batch_is_counted_and_not_expected() {
+    // 300 topics take two subscribe batches (256 + 44); the server allows
+    // 256 per connection, so it refuses each second batch whole.
+    let d = Daemon::start(&[]);
+    let r = wsflood(&[
+        "pubsub",
+        "--url",
+        &d.url("/pubsub"),
+        "-c",
+        "10",
+        "--topics",
+        "400",
+        "--subscriptions",
+        "300",
+        "-p",
+        "1",
+        "--rate",
+        "2000",
+        "-d",
+        "1",
+    ]);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.num("errors.pubsub_too_many_subscriptions"), 10, "{r:?}");
+    assert_eq!(r.num("pubsub.server.subscriptions"), 10 * 256, "{r:?}");
+    assert_eq!(r.num("verification.foreign"), 0, "{r:?}");
+    assert_eq!(r.num("pubsub.expected"), r.num("messages.received"), "{r:?}");
+}
