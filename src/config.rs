@@ -2,6 +2,7 @@
 //! The command line (`src/main.rs`) fills a [`Config`]; each flag documents
 //! its default, which is the constant here.
 
+use crate::bus::BusConfig;
 use crate::net::TlsFiles;
 use crate::proto::conn::Settings;
 use crate::proto::deflate::{DeflateConfig, Mode};
@@ -66,6 +67,10 @@ pub const DEFAULT_DEFLATE_WINDOW_BITS: u8 = 15;
 /// zlib level: 1 is several times faster than 6 on short messages for a
 /// slightly worse ratio (`cargo bench --bench codec -- deflate`).
 pub const DEFAULT_DEFLATE_LEVEL: u32 = 1;
+/// Bytes of commands that may wait for one Redis link; past it, publishes
+/// to the bus are dropped (and counted) rather than let a slow Redis grow
+/// the process.
+pub const DEFAULT_BUS_MAX_OUTGOING: usize = 16 << 20;
 /// The loop-wide read buffer: one read system call takes at most this.
 pub const READ_BUFFER: usize = 64 << 10;
 
@@ -120,6 +125,10 @@ pub struct Config {
     /// permessage-deflate: `None` declines every offer.
     pub deflate: Option<DeflateConfig>,
     pub deflate_level: u32,
+    /// Topics across nodes over Redis (`--redis`, `--redis-cluster`).
+    pub bus: Option<BusConfig>,
+    /// SO_REUSEPORT on the listener: several processes on one port.
+    pub reuse_port: bool,
 }
 
 /// Policy for broadcast recipients that do not keep up.
@@ -170,6 +179,8 @@ impl Default for Config {
                 threshold: DEFAULT_DEFLATE_THRESHOLD,
             }),
             deflate_level: DEFAULT_DEFLATE_LEVEL,
+            bus: None,
+            reuse_port: false,
         }
     }
 }
@@ -187,5 +198,81 @@ impl Config {
             close_timeout: ms(self.close_timeout),
             message_timeout: ms(self.message_timeout),
         }
+    }
+}
+
+/// A `--redis` URL: `redis://[[user]:password@]host[:port][/db]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisUrl {
+    /// `host:port` (port 6379 unless given).
+    pub addr: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub db: u32,
+}
+
+impl std::str::FromStr for RedisUrl {
+    type Err = String;
+
+    fn from_str(url: &str) -> Result<Self, String> {
+        let rest = url
+            .strip_prefix("redis://")
+            .ok_or_else(|| format!("{url:?}: a Redis URL starts with redis://"))?;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (userinfo, hostport) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        let decode = |s: &str| percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned();
+        let (username, password) = match userinfo {
+            None => (None, None),
+            Some(u) => match u.split_once(':') {
+                Some((user, pass)) => ((!user.is_empty()).then(|| decode(user)), Some(decode(pass))),
+                None => (Some(decode(u)), None),
+            },
+        };
+        if hostport.is_empty() {
+            return Err(format!("{url:?}: no host"));
+        }
+        let addr = if hostport.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+            hostport.to_string()
+        } else {
+            format!("{hostport}:6379")
+        };
+        let db = if path.is_empty() {
+            0
+        } else {
+            path.parse().map_err(|_| format!("{url:?}: the database is a number"))?
+        };
+        Ok(RedisUrl {
+            addr,
+            username,
+            password,
+            db,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redis_urls() {
+        let u: RedisUrl = "redis://127.0.0.1".parse().unwrap();
+        assert_eq!(
+            (u.addr.as_str(), u.username, u.password, u.db),
+            ("127.0.0.1:6379", None, None, 0)
+        );
+        let u: RedisUrl = "redis://al%40x:p%3Ass@redis.example:7000/3".parse().unwrap();
+        assert_eq!(u.addr, "redis.example:7000");
+        assert_eq!(u.username.as_deref(), Some("al@x"));
+        assert_eq!(u.password.as_deref(), Some("p:ss"));
+        assert_eq!(u.db, 3);
+        let u: RedisUrl = "redis://:secret@h:1".parse().unwrap();
+        assert_eq!((u.username, u.password.as_deref()), (None, Some("secret")));
+        assert!("http://x".parse::<RedisUrl>().is_err());
+        assert!("redis://".parse::<RedisUrl>().is_err());
+        assert!("redis://h/x".parse::<RedisUrl>().is_err());
     }
 }

@@ -6,9 +6,11 @@
 //!   touches sockets.
 //! - `service`: what the server does with requests and messages (echo,
 //!   broadcast rooms, the plain HTTP answers, metrics). Internal.
+//! - [`bus`]: topics across processes and machines over Redis, sans-IO.
 //! - [`config`]: every limit and setting, in one place.
 #![forbid(unsafe_code)]
 
+pub mod bus;
 pub mod config;
 pub mod fuzzing;
 pub mod net;

@@ -2,9 +2,10 @@
 
 use clap::Parser;
 use log::{error, info};
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 use std::time::Duration;
+use wsloop::bus::BusConfig;
 use wsloop::config::{self, Config, SlowConsumer};
 use wsloop::net::{Server, TlsFiles};
 use wsloop::proto::deflate::{DeflateConfig, Mode};
@@ -139,6 +140,35 @@ struct Cli {
     /// zlib compression level, 1 (fastest) to 9 (smallest).
     #[arg(long, default_value_t = config::DEFAULT_DEFLATE_LEVEL, value_parser = clap::value_parser!(u32).range(1..=9))]
     deflate_level: u32,
+    /// Spread topics (and rooms) over every wsloop process that uses the
+    /// same Redis: redis://[[user]:password@]host[:port][/db]. Off by
+    /// default. Redis being down does not stop the daemon: local delivery
+    /// goes on, cross-node messages are dropped (and counted) until it is
+    /// back, /readyz answers 503 meanwhile.
+    #[arg(long, value_name = "URL", conflicts_with = "redis_cluster")]
+    redis: Option<config::RedisUrl>,
+    /// Like --redis, over a Redis Cluster (sharded pub/sub, SSUBSCRIBE and
+    /// SPUBLISH, Redis 7 or later): some of its nodes, host:port,...
+    /// (credentials with --redis-password).
+    #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
+    redis_cluster: Vec<String>,
+    /// The password (and --redis-username) for --redis-cluster.
+    #[arg(long, env = "WSLOOP_REDIS_PASSWORD", hide_env_values = true)]
+    redis_password: Option<String>,
+    #[arg(long)]
+    redis_username: Option<String>,
+    /// Bytes of commands that may wait for a Redis link; past it, publishes
+    /// to the other nodes are dropped (and counted).
+    #[arg(long, default_value_t = config::DEFAULT_BUS_MAX_OUTGOING)]
+    redis_max_outgoing: usize,
+    /// This node's id on the bus, a number (default: random, logged).
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// SO_REUSEPORT: several wsloop processes listen on the same port and
+    /// the kernel spreads connections over them (with --redis, their rooms
+    /// and topics are one).
+    #[arg(long)]
+    reuse_port: bool,
     /// Seconds a graceful shutdown (SIGTERM/SIGINT) waits for clients to
     /// close; a second signal exits at once.
     #[arg(long, default_value_t = config::DEFAULT_SHUTDOWN_GRACE.as_secs_f64())]
@@ -169,6 +199,51 @@ enum OnOff {
 enum SlowConsumerArg {
     Close,
     Drop,
+}
+
+/// The bus's configuration from the flags; host names are resolved here,
+/// once, so that the loop never waits on DNS.
+fn bus_config(cli: &Cli) -> Option<BusConfig> {
+    let (nodes, username, password, db, cluster) = match &cli.redis {
+        Some(u) => (
+            vec![u.addr.clone()],
+            u.username.clone(),
+            u.password.clone(),
+            u.db,
+            false,
+        ),
+        None if !cli.redis_cluster.is_empty() => (
+            cli.redis_cluster.clone(),
+            cli.redis_username.clone(),
+            cli.redis_password.clone(),
+            0,
+            true,
+        ),
+        None => return None,
+    };
+    let nodes = nodes
+        .iter()
+        .map(|n| match n.to_socket_addrs().map(|mut a| a.next()) {
+            Ok(Some(addr)) => addr.to_string(),
+            _ => {
+                error!("cannot resolve the Redis address {n}");
+                std::process::exit(2)
+            }
+        })
+        .collect();
+    let node = cli
+        .node_id
+        .unwrap_or_else(|| std::hash::BuildHasher::hash_one(&std::hash::RandomState::new(), std::process::id()));
+    info!("bus: node id {node}");
+    Some(BusConfig {
+        nodes,
+        cluster,
+        username,
+        password,
+        db,
+        max_outgoing: cli.redis_max_outgoing,
+        node,
+    })
 }
 
 fn main() {
@@ -214,6 +289,8 @@ fn main() {
             threshold: cli.deflate_threshold,
         }),
         deflate_level: cli.deflate_level,
+        bus: bus_config(&cli),
+        reuse_port: cli.reuse_port,
         shutdown_grace: seconds("shutdown-grace", cli.shutdown_grace),
         ..Config::default()
     };

@@ -70,11 +70,15 @@ impl<S: Transport> Hub<S> {
             }),
             config.deflate_level,
         );
+        let service = match &config.bus {
+            Some(b) => Service::with_bus(crate::bus::Bus::new(b.clone())),
+            None => Service::default(),
+        };
         let mut hub = Hub {
             config,
             settings,
             conns: Slab::new(),
-            service: Service::default(),
+            service,
             timers: Timers::default(),
             rstore: vec![0; READ_BUFFER + PAGE].into_boxed_slice(),
             rstart: 0,
@@ -564,6 +568,10 @@ fn snapshot<'a, S>(conns: &Slab<Conn<S>>, service: &'a Service, timers: &Timers,
     Snapshot {
         memory_used: memory.used,
         memory_limit: memory.limit,
+        bus: service
+            .remote
+            .as_ref()
+            .map(|r| (r.bus.is_up(), &r.bus.stats, r.bus.topics())),
         stats: &service.stats,
         connections: conns.len(),
         queued_bytes: conns.iter().map(|(_, c)| c.out.as_ref().map_or(0, |q| q.len())).sum(),

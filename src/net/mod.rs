@@ -15,6 +15,7 @@ mod conn;
 mod fanout;
 mod hub;
 mod outq;
+mod redis;
 mod server;
 mod timers;
 mod tls;

@@ -9,6 +9,7 @@
 
 use super::conn::write_some;
 use super::hub::Hub;
+use super::redis::{RedisSockets, REDIS_BASE};
 use super::tls::TlsFiles;
 use super::tls_server::TlsServer;
 use super::transport::Stream;
@@ -76,6 +77,8 @@ pub struct Server {
     signals: Option<signal_hook_mio::v1_0::Signals>,
     hub: Hub<Stream>,
     refused: Slab<Refused>,
+    /// The bus's Redis sockets (with `--redis`).
+    redis: RedisSockets,
     start: Instant,
     /// Set while accept is failing for lack of file descriptors (or too
     /// many refused connections linger).
@@ -102,10 +105,10 @@ impl Server {
             None => None,
         };
         let poll = Poll::new()?;
-        let (listener, local_addr) = listen(&poll, config.listen, config.backlog, LISTENER)?;
+        let (listener, local_addr) = listen(&poll, config.listen, config.backlog, config.reuse_port, LISTENER)?;
         let (probe_listener, probe_addr) = match config.listen_plain {
             Some(addr) => {
-                let (l, a) = listen(&poll, addr, config.backlog, PROBE_LISTENER)?;
+                let (l, a) = listen(&poll, addr, config.backlog, false, PROBE_LISTENER)?;
                 (Some(l), Some(a))
             }
             None => (None, None),
@@ -121,6 +124,7 @@ impl Server {
             signals: None,
             hub: Hub::new(config),
             refused: Slab::new(),
+            redis: RedisSockets::default(),
             start: now,
             accept_paused: false,
             last_accept_warning: None,
@@ -171,6 +175,7 @@ impl Server {
             let now = self.now();
             self.hub.service.stats.loop_iterations += 1;
             self.expire_refused();
+            self.bus_chores(now);
             if self.accept_paused {
                 self.accept(now);
             }
@@ -184,6 +189,7 @@ impl Server {
                         }
                     }
                     Token(t) if t >= REFUSED_BASE => self.refused_readable(t - REFUSED_BASE),
+                    Token(t) if t >= REDIS_BASE => self.bus_ready(t - REDIS_BASE, now),
                     Token(key) => {
                         if ev.is_writable() {
                             self.hub.writable(key, now);
@@ -195,7 +201,13 @@ impl Server {
                     }
                 }
             }
+            if let Some(remote) = &mut self.hub.service.remote {
+                remote.sync(&mut self.hub.service.topics, now);
+            }
             self.hub.end_iteration(now);
+            if let Some(remote) = &mut self.hub.service.remote {
+                self.redis.flush_all(&mut remote.bus, now);
+            }
             if self.shutdown_done() {
                 return Ok(());
             }
@@ -225,7 +237,31 @@ impl Server {
         if let Some(deadline) = self.shutdown_deadline {
             at_most(deadline.saturating_duration_since(Instant::now()));
         }
+        if let Some(at) = self.hub.service.remote.as_ref().and_then(|r| r.bus.poll_timeout()) {
+            at_most(Duration::from_millis(at.saturating_sub(now)));
+        }
         timeout
+    }
+
+    /// The bus's chores: links to connect or to give up on.
+    fn bus_chores(&mut self, now: u64) {
+        if let Some(remote) = &mut self.hub.service.remote {
+            self.redis.poll(&mut remote.bus, self.poll.registry(), now);
+        }
+    }
+
+    /// A Redis link is ready: what it brought is delivered to this node's
+    /// subscribers.
+    fn bus_ready(&mut self, index: usize, now: u64) {
+        let service = &mut self.hub.service;
+        let Some(remote) = &mut service.remote else { return };
+        let (topics, stats) = (&mut service.topics, &mut service.stats);
+        let presence = &mut remote.presence;
+        let mut deliver = |topic: &str, env: &crate::bus::wire::Envelope<'_>| {
+            let n = presence.deliver(topics, topic, env, now);
+            stats.deliveries += n as u64;
+        };
+        self.redis.ready(index, &mut remote.bus, now, &mut deliver);
     }
 
     /// Whether a graceful shutdown has finished (or given up).
@@ -498,12 +534,21 @@ impl Server {
 /// (the kernel caps it at `net.core.somaxconn`: connections the loop has
 /// not accepted yet wait there, completed by the kernel) and registers it
 /// with the poll.
-fn listen(poll: &Poll, addr: SocketAddr, backlog: u32, token: Token) -> io::Result<(TcpListener, SocketAddr)> {
+fn listen(
+    poll: &Poll,
+    addr: SocketAddr,
+    backlog: u32,
+    reuse_port: bool,
+    token: Token,
+) -> io::Result<(TcpListener, SocketAddr)> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     // A restarted daemon may bind while its predecessor's connections are
     // in TIME_WAIT.
     socket.set_reuse_address(true)?;
+    // `--reuse-port`: several processes listen on one port; the kernel
+    // spreads new connections over them.
+    socket.set_reuse_port(reuse_port)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;

@@ -744,6 +744,13 @@ pub fn classify_text(text: &str) -> Payload<'_> {
     }
 }
 
+/// The `data` of a publish as it crossed between nodes (the bus): a whole
+/// JSON value within [`MAX_DEPTH`], checked again, or `None`.
+pub fn json_payload(text: &str) -> Option<Payload<'_>> {
+    let ok = serde_json::from_str::<IgnoredAny>(text).is_ok() && within_depth(text.as_bytes(), MAX_DEPTH);
+    ok.then_some(Payload::Json(Json(text)))
+}
+
 /// What plain room members receive for `payload`: a JSON string's value
 /// (unescaped, without quotes), other JSON as its text verbatim, text as
 /// is, binary as is. The inverse of [`classify_text`] on bare text.

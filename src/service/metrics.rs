@@ -105,6 +105,9 @@ pub struct Snapshot<'a> {
     /// Memory charged to connections, and the budget (`--max-memory`).
     pub memory_used: usize,
     pub memory_limit: usize,
+    /// With a bus: whether it is up, its counters, and the topics it
+    /// carries.
+    pub bus: Option<(bool, &'a crate::bus::BusStats, usize)>,
 }
 
 /// One metric family: its name (after `wsloop_`), type, help and samples.
@@ -162,7 +165,7 @@ fn families<'s>(snap: &Snapshot<'s>) -> Vec<Family<'s>> {
         samples,
     };
     let (counter, gauge) = ("counter", "gauge");
-    vec![
+    let mut families = vec![
         family(
             "connections_open",
             gauge,
@@ -334,6 +337,49 @@ fn families<'s>(snap: &Snapshot<'s>) -> Vec<Family<'s>> {
             One(snap.timer_entries as u64),
         ),
         family("read_calls_total", counter, "read system calls.", One(s.read_calls)),
+    ];
+    if let Some((up, b, topics)) = snap.bus {
+        families.extend([
+            family(
+                "bus_up",
+                gauge,
+                "Whether the bus to the other nodes (Redis) is up.",
+                One(u64::from(up)),
+            ),
+            family("bus_topics", gauge, "Topics subscribed on the bus.", One(topics as u64)),
+            family(
+                "bus_published_total",
+                counter,
+                "Messages published to the other nodes.",
+                One(b.published),
+            ),
+            family(
+                "bus_received_total",
+                counter,
+                "Messages received from the other nodes.",
+                One(b.received),
+            ),
+            family(
+                "bus_dropped_total",
+                counter,
+                "Messages not published to the other nodes (bus down, or too far behind).",
+                One(b.dropped),
+            ),
+            family(
+                "bus_lost_total",
+                counter,
+                "Messages of other nodes that never arrived (sequence gaps).",
+                One(b.lost),
+            ),
+            family(
+                "bus_reconnects_total",
+                counter,
+                "Redis links lost and reconnected.",
+                One(b.reconnects),
+            ),
+        ]);
+    }
+    families.extend([
         family(
             "write_calls_total",
             counter,
@@ -346,7 +392,8 @@ fn families<'s>(snap: &Snapshot<'s>) -> Vec<Family<'s>> {
             "Poll loop iterations.",
             One(s.loop_iterations),
         ),
-    ]
+    ]);
+    families
 }
 
 #[cfg(test)]
@@ -372,6 +419,7 @@ mod tests {
             timer_entries: 3,
             memory_used: 5,
             memory_limit: 9,
+            bus: None,
         }))
         .unwrap();
         for line in [

@@ -8,6 +8,7 @@
 //!   the chat page (`GET /`), its client module (`GET /wsloop.js`), health
 //!   and [`metrics`].
 
+pub mod bus;
 pub mod echo;
 pub mod metrics;
 mod pubsub;
@@ -50,8 +51,10 @@ pub(crate) enum Target {
     },
     /// `POST /pubsub`: a JSON array of publish requests (of this many bytes).
     PublishBatch { len: usize },
-    /// `GET /healthz`.
+    /// `GET /healthz`: liveness.
     Health,
+    /// `GET /readyz`: readiness (503 while a configured bus is down).
+    Ready,
     /// `GET /metrics`.
     Metrics,
 }
@@ -110,16 +113,41 @@ pub enum Command<'a> {
     Close(u16, &'static str),
 }
 
-/// The state of every service: topics and the counters.
+/// The state of every service: topics, the bus to other nodes (if any),
+/// and the counters.
 #[derive(Debug, Default)]
 pub struct Service {
     pub topics: Topics,
     pub stats: Stats,
+    /// With `--redis`: the other nodes.
+    pub remote: Option<Box<bus::Remote>>,
     /// The answer to the last `/pubsub` request (reused).
     reply: Vec<u8>,
 }
 
 impl Service {
+    /// Topics span the nodes on `bus`.
+    pub fn with_bus(bus: crate::bus::Bus) -> Self {
+        let mut s = Service::default();
+        s.topics.bus_changes = Some(Vec::new());
+        s.topics.bus_presence = Some(Vec::new());
+        s.remote = Some(Box::new(bus::Remote::new(bus)));
+        s
+    }
+
+    /// A message published on this node, delivered locally already: to the
+    /// other nodes too.
+    fn send_to_other_nodes(&mut self, topic: &str, message: &Message<'_>) {
+        if let Some(r) = &mut self.remote {
+            r.publish(topic, message);
+        }
+    }
+
+    /// Whether the bus (if configured) is up: `/readyz`.
+    pub fn ready(&self) -> bool {
+        self.remote.as_ref().is_none_or(|r| r.bus.is_up())
+    }
+
     /// Answers a request head from connection `key`. A WebSocket that joins
     /// a room is a member from here on.
     pub fn on_request(&mut self, key: usize, req: &Request, config: &Config) -> Reply {
@@ -157,6 +185,8 @@ impl Service {
             Target::Page => page(200, "text/html; charset=utf-8", CHAT_PAGE.as_bytes()),
             Target::ClientModule => page(200, "text/javascript; charset=utf-8", CLIENT_MODULE.as_bytes()),
             Target::Health => page(200, "text/plain", b"ok\n"),
+            Target::Ready if self.ready() => page(200, "text/plain", b"ready\n"),
+            Target::Ready => Reply::Refuse(HttpError::new(503, "the bus to the other nodes is down")),
             Target::Metrics => Reply::Metrics,
             Target::Publish { len, .. } | Target::PublishBatch { len } => Reply::ReadBody(len),
         }
@@ -198,10 +228,12 @@ impl Service {
         if kind == MessageKind::Text && !valid_text {
             return Err(HttpError::bad("text body is not UTF-8"));
         }
+        let message = Message::Bare(kind, body);
         let recipients = match self.topics.find(topic) {
-            Some(id) => self.topics.publish(id, None, false, Message::Bare(kind, body)),
+            Some(id) => self.topics.publish(id, None, false, message),
             None => 0,
         };
+        self.send_to_other_nodes(topic, &message);
         self.count_publish(recipients);
         self.stats.http_publishes += 1;
         Ok((None, recipients))
@@ -230,9 +262,11 @@ impl Service {
             }
             Route::Room(room) => {
                 let to_sender = config.broadcast_to_sender;
-                let n = self
-                    .topics
-                    .publish(room, Some(key as u32), to_sender, Message::Bare(kind, payload));
+                let message = Message::Bare(kind, payload);
+                let n = self.topics.publish(room, Some(key as u32), to_sender, message);
+                if let (Some(r), Some(topic)) = (&mut self.remote, self.topics.get(room)) {
+                    r.publish(&topic.name, &message);
+                }
                 self.count_publish(n);
                 Command::None
             }
@@ -283,6 +317,7 @@ pub(crate) fn route(req: &Request, config: &Config) -> Result<Target, HttpError>
     };
     match path {
         "/healthz" => return get_only(Target::Health),
+        "/readyz" => return get_only(Target::Ready),
         "/metrics" => return get_only(Target::Metrics),
         "/wsloop.js" => return get_only(Target::ClientModule),
         "/pubsub" => {

@@ -94,10 +94,12 @@ fn handle(
                     "this server takes publishes over HTTP only".into(),
                 ));
             }
+            let message = Message::PubSub(payload);
             if let Some(id) = topics.find(&topic) {
-                let n = topics.publish(id, Some(conn), config.broadcast_to_sender, Message::PubSub(payload));
+                let n = topics.publish(id, Some(conn), config.broadcast_to_sender, message);
                 service.count_publish(n);
             }
+            service.send_to_other_nodes(&topic, &message);
             Ok(())
         }
     }
@@ -139,11 +141,13 @@ pub(super) fn publish_batch(
     let _ = config;
     let mut recipients = 0;
     for (topic, payload) in &requests {
+        let message = Message::PubSub(*payload);
         if let Some(id) = service.topics.find(topic) {
-            let n = service.topics.publish(id, None, false, Message::PubSub(*payload));
+            let n = service.topics.publish(id, None, false, message);
             service.count_publish(n);
             recipients += n;
         }
+        service.send_to_other_nodes(topic, &message);
     }
     service.stats.http_publishes += requests.len() as u64;
     Ok((Some(requests.len()), recipients))

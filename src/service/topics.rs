@@ -121,6 +121,17 @@ pub enum Message<'a> {
     PubSub(Payload<'a>),
 }
 
+/// A room member joined or left (for the bus to announce to the other
+/// nodes): the room, the member's name if it gave one, and the room's
+/// members on this node after the change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceChange {
+    pub room: Box<str>,
+    pub joined: bool,
+    pub name: Option<Box<str>>,
+    pub members: u32,
+}
+
 /// Why a subscription change was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SubError {
@@ -145,6 +156,13 @@ pub struct Topics {
     dirty: usize,
     /// Topics left without subscribers while dirty: removed after delivery.
     orphans: Vec<TopicId>,
+    /// With a bus: topics that came (true) or went (false), for the bus to
+    /// subscribe or unsubscribe on Redis; and room member events (join:
+    /// true), for it to announce to the other nodes.
+    pub bus_changes: Option<Vec<(bool, Box<str>)>>,
+    pub bus_presence: Option<Vec<PresenceChange>>,
+    /// Room members on other nodes, by topic (from the bus).
+    remote_members: HashMap<TopicId, u32>,
 }
 
 impl Default for Topics {
@@ -158,6 +176,9 @@ impl Default for Topics {
             batches: Vec::new(),
             dirty: 0,
             orphans: Vec::new(),
+            bus_changes: None,
+            bus_presence: None,
+            remote_members: HashMap::new(),
         }
     }
 }
@@ -213,6 +234,9 @@ impl Topics {
         self.index.insert_unique(hasher.hash_one(name), id, |&i| {
             hasher.hash_one(&*topics[i as usize].name)
         });
+        if let Some(changes) = &mut self.bus_changes {
+            changes.push((true, name.into()));
+        }
         id
     }
 
@@ -287,6 +311,10 @@ impl Topics {
 
     fn drop_topic(&mut self, id: TopicId) {
         let topic = self.topics.remove(id as usize);
+        self.remote_members.remove(&id);
+        if let Some(changes) = &mut self.bus_changes {
+            changes.push((false, topic.name.clone()));
+        }
         let hash = self.hasher.hash_one(&*topic.name);
         if let Ok(entry) = self.index.find_entry(hash, |&i| i == id) {
             entry.remove();
@@ -300,6 +328,10 @@ impl Topics {
         let name = self.names.remove(&conn);
         while let Some(&(id, i)) = self.lists.get(&conn).and_then(|l| l.last()) {
             let member = self.topics[id as usize].subs[i as usize].flags & flags::ENVELOPE == 0;
+            if member {
+                // (Before the room may go with its last member.)
+                self.record_presence(id, false, name.as_deref());
+            }
             let at = self.lists[&conn].len() - 1;
             self.remove(conn, at);
             if member && self.topics.contains(id as usize) {
@@ -318,8 +350,53 @@ impl Topics {
         if let Some(p) = presence {
             self.names.insert(conn, p.into());
         }
+        self.record_presence(id, true, presence);
         self.notify(id, "join", presence);
         Ok(id)
+    }
+
+    /// The rooms with members on this node (topics with subscribers in the
+    /// bare form).
+    pub fn rooms(&self) -> impl Iterator<Item = (TopicId, &str)> {
+        self.topics
+            .iter()
+            .filter(|(_, t)| t.subs.len() as u32 > t.envelopes)
+            .map(|(id, t)| (id as TopicId, &*t.name))
+    }
+
+    /// Notes a room member's join (after it) or leave (before it) for the
+    /// bus: the room may be gone by the time the bus sends it, so the change
+    /// carries the room's name.
+    fn record_presence(&mut self, id: TopicId, joined: bool, name: Option<&str>) {
+        let Some(changes) = &mut self.bus_presence else { return };
+        let Some(t) = self.topics.get(id as usize) else { return };
+        // A leave is recorded before the member goes.
+        let members = t.subs.len() as u32 - u32::from(!joined);
+        let room = t.name.clone();
+        changes.push(PresenceChange {
+            room,
+            joined,
+            name: name.map(Into::into),
+            members,
+        });
+    }
+
+    /// The members of room `id` on this node.
+    pub fn local_members(&self, id: TopicId) -> u32 {
+        self.topics.get(id as usize).map_or(0, |t| t.subs.len() as u32)
+    }
+
+    /// Another node's room member event, with the members now on the
+    /// other nodes in all: announced to this node's members that asked, as
+    /// a join or leave, or, for a change of count alone, a `count` notice.
+    pub fn remote_presence(&mut self, id: TopicId, event: &str, name: Option<&str>, remote: u32) {
+        if !self.topics.contains(id as usize) {
+            return;
+        }
+        let before = self.remote_members.insert(id, remote).unwrap_or(0);
+        if event != "count" || before != remote {
+            self.notify(id, event, name);
+        }
     }
 
     /// Queues a presence notice for the members that asked for them:
@@ -332,10 +409,8 @@ impl Topics {
         }
         // serde_json escapes the name (or writes null).
         let name = serde_json::to_string(&name).expect("a string serialises");
-        let notice = format!(
-            r#"{{"type":"presence","event":"{event}","name":{name},"members":{}}}"#,
-            topic.subs.len()
-        );
+        let members = topic.subs.len() as u64 + u64::from(self.remote_members.get(&id).copied().unwrap_or(0));
+        let notice = format!(r#"{{"type":"presence","event":"{event}","name":{name},"members":{members}}}"#);
         let b = self.dirty_batch(id);
         let batch = &mut self.batches[b];
         // Bare form only: presence is for room members (who may take it

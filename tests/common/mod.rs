@@ -23,6 +23,11 @@ impl Daemon {
         Daemon::spawn(Command::new(env!("CARGO_BIN_EXE_wsloop")), args)
     }
 
+    /// The daemon listening on `listen` (rather than a free port).
+    pub fn start_on(listen: &str, args: &[&str]) -> Daemon {
+        Daemon::spawn_on(Command::new(env!("CARGO_BIN_EXE_wsloop")), listen, args)
+    }
+
     /// The daemon with at most `nofile` open file descriptors.
     pub fn start_with_nofile(nofile: u32, args: &[&str]) -> Daemon {
         let mut cmd = Command::new("sh");
@@ -34,9 +39,13 @@ impl Daemon {
         Daemon::spawn(cmd, args)
     }
 
-    fn spawn(mut cmd: Command, args: &[&str]) -> Daemon {
+    fn spawn(cmd: Command, args: &[&str]) -> Daemon {
+        Daemon::spawn_on(cmd, "127.0.0.1:0", args)
+    }
+
+    fn spawn_on(mut cmd: Command, listen: &str, args: &[&str]) -> Daemon {
         let mut child = cmd
-            .args(["--listen", "127.0.0.1:0"])
+            .args(["--listen", listen])
             .args(args)
             .env("RUST_LOG", "info")
             .stderr(Stdio::piped())
