@@ -186,7 +186,6 @@ fn redis_down_keeps_local_delivery_and_up_again_resumes_without_duplicates() {
     subscribed(&r, "r", 2);
     relay(&mut a1, &mut b, "before");
     assert_eq!(a2.read_frame().payload, b"before");
-    let ready = |d: &Daemon| http(d.addr, b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0;
     assert_eq!(ready(&d[0]), 200);
     r.kill();
     // Local delivery goes on; the node is not ready; cross-node messages
@@ -406,5 +405,83 @@ fn reuse_port_two_processes_on_one_port_share_a_room() {
     members[0].send_frame(true, 1, b"to everyone");
     for m in &mut members[1..] {
         assert_eq!(m.read_frame().payload, b"to everyone");
+    }
+}
+
+fn ready(d: &Daemon) -> u16 {
+    http(d.addr, b"GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").0
+}
+
+#[test]
+fn redis_unreachable_at_start_the_nodes_serve_locally_then_join_when_it_comes() {
+    need_redis!();
+    let mut r = Redis::start();
+    r.kill();
+    let d = nodes(&r.url(), 2, &[]);
+    assert_eq!(ready(&d[0]), 503);
+    assert_eq!(ready(&d[1]), 503);
+    let mut a1 = member(&d[0], "/broadcast/x");
+    let mut a2 = member(&d[0], "/broadcast/x");
+    let mut b = member(&d[1], "/broadcast/x");
+    relay(&mut a1, &mut a2, "local only");
+    nothing_more(&mut b);
+    assert!(metric(&d[0], "wsloop_bus_dropped_total") >= 1);
+    r.restart();
+    let back = Instant::now();
+    subscribed(&r, "x", 2);
+    let joined = back.elapsed();
+    println!("both nodes subscribed {} ms after Redis came", joined.as_millis());
+    assert!(joined < Duration::from_secs(2), "{joined:?}");
+    relay(&mut a1, &mut b, "across");
+    assert_eq!(a2.read_frame().payload, b"across");
+    assert_eq!(ready(&d[0]), 200);
+    assert_eq!(ready(&d[1]), 200);
+}
+
+#[test]
+fn sharded_pubsub_follows_a_failover_to_the_promoted_replica() {
+    need_redis!();
+    let mut cluster = Cluster::start();
+    let seeds = cluster.seeds();
+    let topic = "failover";
+    let shard = cluster.owner(&format!("wsloop:{topic}"));
+    let replica = cluster.add_replica(shard);
+    let d: Vec<Daemon> = (0..2).map(|_| Daemon::start(&["--redis-cluster", &seeds])).collect();
+    let mut sub = member(&d[1], &format!("/broadcast/{topic}"));
+    let mut publisher = member(&d[0], &format!("/broadcast/{topic}"));
+    // Delivered (retrying: the subscription is made asynchronously), then
+    // after the replica takes over the shard, delivered again: the nodes
+    // follow the new primary without a restart.
+    let mut delivers = |tag: &str| {
+        let start = Instant::now();
+        sub.stream.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+        loop {
+            publisher.send_frame(true, 1, tag.as_bytes());
+            let mut byte = [0u8; 1];
+            if sub.stream.peek(&mut byte).is_ok() {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "{tag}: never delivered");
+        }
+        sub.stream.set_read_timeout(Some(common::DEADLINE)).unwrap();
+        // Copies of earlier tags (sent while retrying) may come first.
+        while sub.read_frame().payload != tag.as_bytes() {}
+        start.elapsed()
+    };
+    delivers("before");
+    // The shard's primary crashes; its replica is promoted.
+    let crashed = Instant::now();
+    cluster.crash_primary_of(replica, shard);
+    let promoted = crashed.elapsed();
+    let took = delivers("after the failover");
+    println!(
+        "replica promoted {} ms after the crash; delivering again {} ms later",
+        promoted.as_millis(),
+        took.as_millis()
+    );
+    let start = Instant::now();
+    while ready(&d[1]) != 200 || ready(&d[0]) != 200 {
+        assert!(start.elapsed() < Duration::from_secs(10), "never ready again");
+        std::thread::sleep(Duration::from_millis(20));
     }
 }

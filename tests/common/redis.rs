@@ -206,4 +206,43 @@ impl Cluster {
             assert!(reply.starts_with("+OK"), "{reply}");
         }
     }
+
+    /// The id of node `i`.
+    pub fn id(&self, i: usize) -> String {
+        let id = self.nodes[i].cmd(&["CLUSTER", "MYID"]);
+        id.lines().nth(1).unwrap().to_string()
+    }
+
+    /// Starts a fourth node as a replica of node `of`, in sync; returns its
+    /// index.
+    pub fn add_replica(&mut self, of: usize) -> usize {
+        let r = Redis::start_with(&["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"]);
+        let reply = r.cmd(&["CLUSTER", "MEET", "127.0.0.1", &self.nodes[0].port.to_string()]);
+        assert!(reply.starts_with("+OK"), "{reply}");
+        let primary = self.id(of);
+        let start = Instant::now();
+        // It has to know the primary before it can replicate it.
+        while !r.cmd(&["CLUSTER", "REPLICATE", &primary]).starts_with("+OK") {
+            assert!(start.elapsed() < Duration::from_secs(20), "the replica never attached");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        while !r.cmd(&["INFO", "replication"]).contains("master_link_status:up") {
+            assert!(start.elapsed() < Duration::from_secs(20), "the replica never synced");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.nodes.push(r);
+        self.nodes.len() - 1
+    }
+
+    /// The primary of replica `i`'s shard crashes (killed); the replica
+    /// takes over once the cluster notices (node timeout 2 s); returns when
+    /// it has.
+    pub fn crash_primary_of(&mut self, i: usize, primary: usize) {
+        self.nodes[primary].kill();
+        let start = Instant::now();
+        while !self.nodes[i].cmd(&["ROLE"]).contains("master") {
+            assert!(start.elapsed() < Duration::from_secs(30), "the failover never happened");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
