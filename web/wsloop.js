@@ -103,6 +103,8 @@ export function decodeBinary(data) {
  * @typedef {object} Options
  * @property {(state: State, detail: object) => void} [onState] every state
  *   change; for "reconnecting", detail has `attempt`, `delay` (ms), `code`, `reason`.
+ *   "open" is told once the subscriptions have been requested again and the
+ *   publishes made while disconnected sent, so what the handler sends follows them.
  * @property {(err: PubsubError) => void} [onError] errors that match no
  *   request (no id), and failed resubscriptions.
  * @property {typeof WebSocket} [WebSocket] the WebSocket class (default: the global one).
@@ -145,6 +147,16 @@ export class Client {
   /** @returns {State} */
   get state() {
     return this.#state;
+  }
+
+  /**
+   * The extensions the server accepted on the open connection (the
+   * WebSocket's `extensions`, e.g. "permessage-deflate"); "" when no
+   * connection is open.
+   * @returns {string}
+   */
+  get extensions() {
+    return this.#state === "open" ? (this.#ws?.extensions ?? "") : "";
   }
 
   /**
@@ -245,12 +257,15 @@ export class Client {
 
   #opened() {
     this.#openedAt = Date.now();
-    this.#setState("open", {});
+    this.#state = "open"; // (#sendSubscribe and #request look at it)
     const topics = [...this.#topics.keys()];
     for (let i = 0; i < topics.length; i += MAX_BATCH) this.#sendSubscribe(topics.slice(i, i + MAX_BATCH));
     const queued = this.#queue;
     this.#queue = [];
     for (const q of queued) this.#ws.send(q.frame);
+    // Told last: what the handler sends goes after the resubscriptions and
+    // the publishes that waited (in the order they were made).
+    this.#setState("open", {});
   }
 
   /** @param {CloseEvent} ev */

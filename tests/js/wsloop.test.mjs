@@ -248,6 +248,59 @@ describe("client", () => {
     await assert.rejects(c.publish("a", 1), { code: "closed" });
   });
 
+  test("extensions: the open connection's, empty while none is open", () => {
+    const c = client();
+    let ws = last();
+    ws.extensions = "permessage-deflate";
+    assert.equal(c.extensions, "", "not open yet");
+    ws.open();
+    assert.equal(c.extensions, "permessage-deflate");
+    ws.drop();
+    assert.equal(c.extensions, "", "reconnecting");
+    mock.timers.tick(500);
+    ws = last();
+    ws.extensions = "";
+    ws.open();
+    assert.equal(c.extensions, "", "the new connection negotiated none");
+    c.close();
+    assert.equal(c.extensions, "");
+  });
+
+  test("on reconnect: resubscriptions, then queued publishes, then what the open handler sends", async () => {
+    const c = client({
+      onState: (s) => {
+        states.push([s, {}]);
+        if (s === "open" && FakeWebSocket.all.length === 2) c.publish("t", "from the handler");
+      },
+    });
+    let ws = last();
+    ws.open();
+    const s = c.subscribe("a", () => {});
+    ack(ws, 1);
+    await s;
+    ws.drop();
+    const queued = c.publish("t", "queued");
+    mock.timers.tick(500);
+    ws = last();
+    ws.open();
+    assert.deepEqual(ws.requests(), [
+      { type: "subscribe", topic: "a", id: 3 },
+      { type: "publish", topic: "t", data: "queued", id: 2 },
+      { type: "publish", topic: "t", data: "from the handler", id: 4 },
+    ]);
+    ack(ws, 2);
+    await queued;
+    // A subscribe made in the handler waits for the resubscription's ack.
+    let resolved = false;
+    c.subscribe("a").then(() => (resolved = true));
+    await settled();
+    assert.equal(resolved, false);
+    ack(ws, 3);
+    await settled();
+    assert.equal(resolved, true);
+    assert.equal(ws.sent.length, 3, "no second subscribe for a topic already there");
+  });
+
   test("a failed subscribe rejects and forgets the topic", async () => {
     const c = client();
     const ws = last();
