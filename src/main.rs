@@ -152,9 +152,12 @@ struct Cli {
     /// (credentials with --redis-password).
     #[arg(long, value_name = "HOST:PORT,...", value_delimiter = ',')]
     redis_cluster: Vec<String>,
-    /// The password (and --redis-username) for --redis-cluster.
+    /// The Redis password (AUTH) for --redis-cluster, or for a --redis URL
+    /// that has none (keeps it out of the process list).
     #[arg(long, env = "WSLOOP_REDIS_PASSWORD", hide_env_values = true)]
     redis_password: Option<String>,
+    /// The Redis ACL user that goes with --redis-password (default: the
+    /// `default` user).
     #[arg(long)]
     redis_username: Option<String>,
     /// Bytes of commands that may wait for a Redis link; past it, publishes
@@ -207,8 +210,8 @@ fn bus_config(cli: &Cli) -> Option<BusConfig> {
     let (nodes, username, password, db, cluster) = match &cli.redis {
         Some(u) => (
             vec![u.addr.clone()],
-            u.username.clone(),
-            u.password.clone(),
+            u.username.clone().or_else(|| cli.redis_username.clone()),
+            u.password.clone().or_else(|| cli.redis_password.clone()),
             u.db,
             false,
         ),

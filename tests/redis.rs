@@ -485,3 +485,45 @@ fn sharded_pubsub_follows_a_failover_to_the_promoted_replica() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_password_protected_redis_and_a_wrong_password_said_once_in_the_log() {
+    need_redis!();
+    let r = Redis::start_with(&["--requirepass", "s3cret"]);
+    let url = format!("redis://:s3cret@127.0.0.1:{}", r.port);
+    let good = Daemon::start(&["--redis", &url]);
+    // The password can also come from the environment (out of `ps`).
+    let from_env = common::Daemon::start_with_env(&[("WSLOOP_REDIS_PASSWORD", "s3cret")], &["--redis", &r.url()]);
+    let wrong = Daemon::start(&["--redis", &format!("redis://:nope@127.0.0.1:{}", r.port)]);
+    let mut a = member(&good, "/broadcast/p");
+    let mut b = member(&from_env, "/broadcast/p");
+    subscribed(&r, "p", 2);
+    relay(&mut a, &mut b, "authenticated");
+    // The wrong one serves locally, is not ready, and says why once (it
+    // retries every second or so, quietly).
+    let line = wrong.wait_log("Redis refused the handshake");
+    assert!(line.contains("WRONGPASS"), "{line}");
+    assert_eq!(ready(&wrong), 503);
+    assert_eq!(ready(&good), 200);
+    // Three more attempts (Redis counts the connections, ours that ask
+    // included) ...
+    let asked = std::cell::Cell::new(0);
+    let connections = || -> u64 {
+        asked.set(asked.get() + 1);
+        let info = r.cmd(&["INFO", "stats"]);
+        let line = info
+            .lines()
+            .find(|l| l.starts_with("total_connections_received:"))
+            .unwrap();
+        let total: u64 = line.split(':').nth(1).unwrap().trim().parse().unwrap();
+        total - asked.get()
+    };
+    let before = connections();
+    let start = Instant::now();
+    while connections() < before + 3 {
+        assert!(start.elapsed() < Duration::from_secs(10), "no retries");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // ... and still one line in the log.
+    assert_eq!(wrong.log_count("Redis refused the handshake"), 1);
+}

@@ -168,6 +168,8 @@ pub struct Bus {
     rng: u64,
     scratch: Vec<u8>,
     pub stats: BusStats,
+    /// What Redis said when it refused the handshake (for the log).
+    pub refusal: Option<String>,
 }
 
 impl std::fmt::Debug for Bus {
@@ -201,6 +203,7 @@ impl Bus {
             rng,
             scratch: Vec::new(),
             stats: BusStats::default(),
+            refusal: None,
         }
     }
 
@@ -217,6 +220,11 @@ impl Bus {
         self.slots
             .iter()
             .all(|&l| l != NO_LINK && self.links[l as usize].state == LinkState::Up)
+    }
+
+    /// Whether link `index` is up (its handshake done).
+    pub fn link_up(&self, index: usize) -> bool {
+        self.links.get(index).is_some_and(|l| l.state == LinkState::Up)
     }
 
     /// Topics subscribed (or to be) on Redis.
@@ -565,9 +573,13 @@ impl Bus {
         let moved = error.starts_with(b"MOVED") || error.starts_with(b"ASK");
         let l = &mut self.links[index];
         match l.expect.front_mut() {
-            Some(Expect::Hello | Expect::Select) => Err("Redis refused the handshake"),
+            Some(Expect::Hello | Expect::Select) => {
+                self.refusal = Some(String::from_utf8_lossy(error).into_owned());
+                Err("Redis refused the handshake")
+            }
             Some(Expect::Slots) => {
                 l.expect.pop_front();
+                self.refusal = Some(String::from_utf8_lossy(error).into_owned());
                 Err("CLUSTER SLOTS refused: is this a cluster?")
             }
             Some(Expect::Publish) => {

@@ -26,6 +26,10 @@ pub(crate) struct RedisSockets {
     sockets: Vec<Option<Socket>>,
     /// A read's worth of input.
     buf: Vec<u8>,
+    /// Per link: the fault last logged at `warn` (logged again only when it
+    /// changes, or after the link was up: retries every second do not fill
+    /// the log).
+    warned: Vec<Option<String>>,
 }
 
 impl RedisSockets {
@@ -37,12 +41,12 @@ impl RedisSockets {
             match r {
                 Request::Connect { index, addr } => {
                     if let Err(e) = self.connect(index, &addr, registry) {
-                        debug!("bus: cannot connect to {addr}: {e}");
+                        self.fault(index, format!("cannot connect to Redis at {addr}: {e}"));
                         self.close(index, bus, now);
                     }
                 }
                 Request::Close { index } => {
-                    debug!("bus: link {index} timed out");
+                    self.fault(index, format!("Redis link {index}: no answer within 2 s"));
                     self.close(index, bus, now);
                 }
             }
@@ -73,6 +77,20 @@ impl RedisSockets {
         Ok(())
     }
 
+    /// Logs a link's fault: at `warn` the first time (and when it changes),
+    /// at `debug` while it repeats.
+    fn fault(&mut self, index: usize, what: String) {
+        if self.warned.len() <= index {
+            self.warned.resize(index + 1, None);
+        }
+        if self.warned[index].as_deref() == Some(what.as_str()) {
+            debug!("bus: {what}");
+        } else {
+            warn!("bus: {what}; retrying with back-off");
+            self.warned[index] = Some(what);
+        }
+    }
+
     /// Closes link `index` (if open) and tells the bus.
     fn close(&mut self, index: usize, bus: &mut Bus, now: u64) {
         if let Some(s) = self.sockets.get_mut(index).and_then(Option::take) {
@@ -100,16 +118,31 @@ impl RedisSockets {
             match s.stream.take_error() {
                 Ok(None) if s.stream.peer_addr().is_ok() => {
                     s.connected = true;
-                    info!("bus: connected to Redis (link {index})");
+                    debug!("bus: connected to Redis (link {index})");
                     bus.connected(index, now);
                 }
                 Ok(None) => return, // still connecting
-                _ => return self.close(index, bus, now),
+                Ok(Some(e)) | Err(e) => {
+                    let addr = s.stream.peer_addr().map_or_else(|_| "?".into(), |a| a.to_string());
+                    self.fault(index, format!("cannot connect to Redis (link {index}, {addr}): {e}"));
+                    return self.close(index, bus, now);
+                }
             }
         }
+        let was_up = bus.link_up(index);
         if let Err(e) = self.read(index, bus, now, deliver) {
-            debug!("bus: link {index}: {e}");
+            let what = match bus.refusal.take() {
+                Some(said) => format!("Redis link {index}: {e}: {said}"),
+                None => format!("Redis link {index}: {e}"),
+            };
+            self.fault(index, what);
             return self.close(index, bus, now);
+        }
+        if !was_up && bus.link_up(index) {
+            info!("bus: Redis link {index} up");
+            if let Some(w) = self.warned.get_mut(index) {
+                *w = None;
+            }
         }
         self.flush(index, bus, now);
     }

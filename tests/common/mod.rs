@@ -23,6 +23,13 @@ impl Daemon {
         Daemon::spawn(Command::new(env!("CARGO_BIN_EXE_wsloop")), args)
     }
 
+    /// The daemon with extra environment variables.
+    pub fn start_with_env(env: &[(&str, &str)], args: &[&str]) -> Daemon {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wsloop"));
+        cmd.envs(env.iter().copied());
+        Daemon::spawn(cmd, args)
+    }
+
     /// The daemon listening on `listen` (rather than a free port).
     pub fn start_on(listen: &str, args: &[&str]) -> Daemon {
         Daemon::spawn_on(Command::new(env!("CARGO_BIN_EXE_wsloop")), listen, args)

@@ -79,9 +79,16 @@ impl Redis {
         wait_for_ping(self.port);
     }
 
-    /// Sends one command (inline form) and returns the raw reply.
+    /// Sends one command and returns the raw reply (authenticated first
+    /// if it was started with `--requirepass`).
     pub fn cmd(&self, args: &[&str]) -> String {
-        cmd(self.port, args)
+        match self.extra.iter().position(|a| a == "--requirepass") {
+            Some(i) => {
+                let reply = cmd_after_auth(self.port, &self.extra[i + 1], args);
+                reply.strip_prefix("+OK\r\n").unwrap_or(&reply).to_string()
+            }
+            None => cmd(self.port, args),
+        }
     }
 }
 
@@ -100,7 +107,8 @@ pub fn wait_for_ping(port: u16) {
             s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
             if s.write_all(b"PING\r\n").is_ok() {
                 let mut buf = [0u8; 7];
-                if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                // PONG, or NOAUTH from one that wants a password: up.
+                if s.read_exact(&mut buf).is_ok() && (&buf == b"+PONG\r\n" || &buf == b"-NOAUTH") {
                     return;
                 }
             }
@@ -115,11 +123,23 @@ pub fn wait_for_ping(port: u16) {
 
 /// One command as a RESP array; the raw reply (read until it looks whole).
 pub fn cmd(port: u16, args: &[&str]) -> String {
+    send_commands(port, &[args])
+}
+
+/// `AUTH password` then one command; both raw replies.
+pub fn cmd_after_auth(port: u16, password: &str, args: &[&str]) -> String {
+    send_commands(port, &[&["AUTH", password], args])
+}
+
+fn send_commands(port: u16, commands: &[&[&str]]) -> String {
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_millis(500))).unwrap();
-    let mut req = format!("*{}\r\n", args.len());
-    for a in args {
-        req += &format!("${}\r\n{a}\r\n", a.len());
+    let mut req = String::new();
+    for args in commands {
+        req += &format!("*{}\r\n", args.len());
+        for a in *args {
+            req += &format!("${}\r\n{a}\r\n", a.len());
+        }
     }
     s.write_all(req.as_bytes()).unwrap();
     let mut out = Vec::new();
