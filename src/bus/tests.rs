@@ -182,7 +182,12 @@ fn describe(env: &Envelope<'_>) -> String {
         Body::Message(Payload::BareText(b) | Payload::BareBinary(b) | Payload::Json(b) | Payload::Binary(b)) => {
             String::from_utf8_lossy(b).into_owned()
         }
-        Body::Presence { event, members, name } => format!("{event:?} {members} {name:?}"),
+        Body::Presence {
+            event,
+            members,
+            name,
+            wants,
+        } => format!("{event:?} {members} {name:?} {wants}"),
     }
 }
 
@@ -369,10 +374,11 @@ fn messages_reach_the_other_nodes_once_in_order_and_not_their_sender() {
             event: PresenceEvent::Join,
             members: 2,
             name: Some("Ann"),
+            wants: true,
         },
     );
     w.settle();
-    assert_eq!(w.texts(0), ["Join 2 Some(\"Ann\")"]);
+    assert_eq!(w.texts(0), ["Join 2 Some(\"Ann\") true"]);
 }
 
 #[test]
@@ -533,11 +539,12 @@ fn input_split_at_every_byte_gives_the_same_deliveries() {
             event: PresenceEvent::Leave,
             members: 1,
             name: None,
+            wants: false,
         },
     );
     push(&mut script, b"message", b"wsloop:t", Ok(&payload));
     script.extend_from_slice(b">3\r\n$9\r\nsubscribe\r\n$8\r\nwsloop:u\r\n:2\r\n");
-    let expected = ["a", "b\r\nc", "", "ü", "Leave 1 None"];
+    let expected = ["a", "b\r\nc", "", "ü", "Leave 1 None false"];
     for cut in 0..=script.len() {
         let mut bus = Bus::new(config(1));
         bus.poll(0, |_| {});

@@ -14,15 +14,19 @@
 //! connection, Redis cutting a slow subscriber). Integers are big-endian.
 //! Kinds: 0 bare text, 1 bare binary (a room member's or an HTTP publish's
 //! payload as sent), 2 JSON `data` of a `/pubsub` publish, 3 binary of one;
-//! 4 presence: `event` (0 join, 1 leave, 2 count), the publishing node's
+//! 4 presence: `event` (0 join, 1 leave, 2 count; bit 7 set: the
+//! publishing node has members in the room that asked for presence
+//! notices, so it wants the other nodes' counts), the publishing node's
 //! member count (u32), then the member's name (UTF-8, possibly empty; a
-//! leading 0xFF byte means none).
+//! single 0xFF byte means none).
 
 /// Every channel wsloop uses starts with this.
 pub const CHANNEL_PREFIX: &str = "wsloop:";
 
 const VERSION: u8 = 1;
 const HEAD: usize = 18;
+/// The presence event byte's flag: the publisher wants counts.
+const WANTS: u8 = 0x80;
 
 /// Appends the channel of `topic`.
 pub fn write_channel(out: &mut Vec<u8>, topic: &str) {
@@ -61,6 +65,9 @@ pub enum Body<'a> {
         /// The publishing node's members in the room, after the change.
         members: u32,
         name: Option<&'a str>,
+        /// The publishing node has members that asked for presence notices
+        /// in this room: it needs the others' counts.
+        wants: bool,
     },
 }
 
@@ -88,13 +95,19 @@ pub fn encode(out: &mut Vec<u8>, node: u64, seq: u64, body: &Body<'_>) {
             out.push(kind);
             out.extend_from_slice(bytes);
         }
-        Body::Presence { event, members, name } => {
+        Body::Presence {
+            event,
+            members,
+            name,
+            wants,
+        } => {
             out.push(4);
-            out.push(match event {
+            let event = match event {
                 PresenceEvent::Join => 0,
                 PresenceEvent::Leave => 1,
                 PresenceEvent::Count => 2,
-            });
+            };
+            out.push(event | if wants { WANTS } else { 0 });
             out.extend_from_slice(&members.to_be_bytes());
             match name {
                 Some(n) => out.extend_from_slice(n.as_bytes()),
@@ -128,7 +141,8 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>, WireError> {
             let [event, a, b, c, d, ref name @ ..] = *rest else {
                 return Err(WireError("presence shorter than its header"));
             };
-            let event = match event {
+            let wants = event & WANTS != 0;
+            let event = match event & !WANTS {
                 0 => PresenceEvent::Join,
                 1 => PresenceEvent::Leave,
                 2 => PresenceEvent::Count,
@@ -142,6 +156,7 @@ pub fn decode(bytes: &[u8]) -> Result<Envelope<'_>, WireError> {
                 event,
                 members: u32::from_be_bytes([a, b, c, d]),
                 name,
+                wants,
             }
         }
         _ => return Err(WireError("unknown kind")),
@@ -164,16 +179,19 @@ mod tests {
                 event: PresenceEvent::Join,
                 members: 3,
                 name: Some("Zoë"),
+                wants: true,
             },
             Body::Presence {
                 event: PresenceEvent::Leave,
                 members: 0,
                 name: Some(""),
+                wants: false,
             },
             Body::Presence {
                 event: PresenceEvent::Count,
                 members: 70_000,
                 name: None,
+                wants: true,
             },
         ];
         for (i, body) in bodies.iter().enumerate() {

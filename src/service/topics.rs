@@ -382,6 +382,11 @@ impl Topics {
     }
 
     /// The members of room `id` on this node.
+    /// Whether members of room `id` here asked for presence notices.
+    pub fn has_presence(&self, id: TopicId) -> bool {
+        self.topics.get(id as usize).is_some_and(|t| t.presence > 0)
+    }
+
     pub fn local_members(&self, id: TopicId) -> u32 {
         self.topics.get(id as usize).map_or(0, |t| t.subs.len() as u32)
     }
