@@ -9,9 +9,14 @@
 //! bytes.
 //!
 //! Client side (for `wsflood` and tests): [`write_client_request_with`] and
-//! [`ResponseParser`], which checks the server's answer per §4.1.
+//! [`ResponseParser`], which checks the server's answer per §4.1; with
+//! permessage-deflate (RFC 7692), a [`DeflateOffer`] given to
+//! [`write_client_request_with_extensions`] and
+//! [`ResponseParser::with_extensions`], which accepts only an answer that is
+//! valid for what was offered (§7.1) and yields the agreed [`Params`].
 
-use super::http::{self, has_token, split_field, HeadLimits, HeadReader, HttpError, Progress};
+use super::deflate::{Params, EXTENSION, MAX_WINDOW_BITS, MIN_WINDOW_BITS};
+use super::http::{self, has_token, is_tchar, split_field, HeadLimits, HeadReader, HttpError, Progress};
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 
@@ -689,6 +694,21 @@ pub fn write_client_request(out: &mut Vec<u8>, host: &str, path: &str, key: &Key
 /// refuses the handshake; check the answer with
 /// [`ResponseParser::with_protocols`] and the same list.
 pub fn write_client_request_with<S: AsRef<str>>(out: &mut Vec<u8>, host: &str, path: &str, key: &Key, protocols: &[S]) {
+    write_client_request_with_extensions(out, host, path, key, protocols, None);
+}
+
+/// [`write_client_request_with`] also offering permessage-deflate (§4.1
+/// item 11: `Sec-WebSocket-Extensions`, RFC 7692 §5) when `deflate` is
+/// given: its value goes out as written. Check the answer with
+/// [`ResponseParser::with_extensions`] and the same offer.
+pub fn write_client_request_with_extensions<S: AsRef<str>>(
+    out: &mut Vec<u8>,
+    host: &str,
+    path: &str,
+    key: &Key,
+    protocols: &[S],
+    deflate: Option<&DeflateOffer>,
+) {
     use std::io::Write as _;
     let _ = write!(
         out,
@@ -698,6 +718,12 @@ pub fn write_client_request_with<S: AsRef<str>>(out: &mut Vec<u8>, host: &str, p
     for (i, p) in protocols.iter().enumerate() {
         out.extend_from_slice(if i == 0 { b"\r\nSec-WebSocket-Protocol: " } else { b", " });
         out.extend_from_slice(p.as_ref().as_bytes());
+    }
+    if let Some(offer) = deflate {
+        // A `DeflateOffer` holds only a checked extension list: no CR, LF
+        // or other CTL can reach the request.
+        out.extend_from_slice(b"\r\nSec-WebSocket-Extensions: ");
+        out.extend_from_slice(offer.value().as_bytes());
     }
     out.extend_from_slice(b"\r\n\r\n");
 }
@@ -739,6 +765,8 @@ pub struct ResponseParser {
     expect: AcceptKey,
     /// The subprotocols offered, joined by `", "`.
     offered: String,
+    /// The permessage-deflate offers made (empty: none).
+    deflate_offers: Vec<PmdParams>,
     status: u16,
     upgrade: bool,
     connection: bool,
@@ -747,6 +775,11 @@ pub struct ResponseParser {
     accept_ok: bool,
     /// The subprotocol the server selected.
     protocol: Option<String>,
+    /// Every `Sec-WebSocket-Extensions` line's value, joined by `", "`
+    /// (RFC 9110 §5.3: lines of a list field combine so).
+    extensions: Option<Vec<u8>>,
+    /// What was agreed, once the handshake succeeded.
+    deflate: Option<Params>,
     failure: Option<&'static str>,
 }
 
@@ -759,6 +792,15 @@ impl ResponseParser {
     /// For a request that offered `protocols` (as given to
     /// [`write_client_request_with`]).
     pub fn with_protocols<S: AsRef<str>>(key: &Key, protocols: &[S]) -> Self {
+        ResponseParser::with_extensions(key, protocols, None)
+    }
+
+    /// For a request that offered `protocols` and, if given, `deflate` (as
+    /// given to [`write_client_request_with_extensions`]). The server may
+    /// decline (no `Sec-WebSocket-Extensions`: [`ResponseParser::deflate`]
+    /// is `None`); an answer that is not valid for any of the offers fails
+    /// the handshake (RFC 7692 §7.1).
+    pub fn with_extensions<S: AsRef<str>>(key: &Key, protocols: &[S], deflate: Option<&DeflateOffer>) -> Self {
         let mut offered = String::new();
         for p in protocols {
             if !offered.is_empty() {
@@ -770,12 +812,15 @@ impl ResponseParser {
             reader: HeadReader::new(),
             expect: accept_key(key),
             offered,
+            deflate_offers: deflate.map_or_else(Vec::new, |d| d.offers.clone()),
             status: 0,
             upgrade: false,
             connection: false,
             accepts: 0,
             accept_ok: false,
             protocol: None,
+            extensions: None,
+            deflate: None,
             failure: None,
         }
     }
@@ -783,6 +828,16 @@ impl ResponseParser {
     /// The subprotocol the server selected, once the handshake succeeded.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
+    }
+
+    /// The permessage-deflate parameters agreed, once the handshake
+    /// succeeded; `None` if none was offered or the server declined. They
+    /// are to be read from the client's side: it compresses with
+    /// `client_max_window_bits` (9..=15), resetting after each message if
+    /// `client_no_context_takeover`, and inflates the server's messages,
+    /// resetting after each if `server_no_context_takeover`.
+    pub fn deflate(&self) -> Option<Params> {
+        self.deflate
     }
 
     /// `Ok(Complete(n))`: the handshake succeeded and the head used `n`
@@ -810,6 +865,9 @@ impl ResponseParser {
             }
             if !self.accept_ok {
                 return Err(ResponseError::Invalid("wrong Sec-WebSocket-Accept"));
+            }
+            if let Some(value) = &self.extensions {
+                self.deflate = accept_deflate(&self.deflate_offers, value).map_err(ResponseError::Invalid)?;
             }
         }
         Ok(progress)
@@ -846,8 +904,17 @@ impl ResponseParser {
             self.accepts = self.accepts.saturating_add(1);
             self.accept_ok = self.accepts == 1 && value == self.expect;
         } else if is("sec-websocket-extensions") {
-            // §4.1: extensions we did not ask for fail the connection.
-            self.fail("server selected an extension");
+            if self.deflate_offers.is_empty() {
+                // §4.1: extensions we did not ask for fail the connection.
+                self.fail("server selected an extension");
+            } else {
+                // Checked against the offers once the head is complete.
+                let all = self.extensions.get_or_insert_with(Vec::new);
+                if !all.is_empty() {
+                    all.extend_from_slice(b", ");
+                }
+                all.extend_from_slice(value);
+            }
         } else if is("sec-websocket-protocol") {
             // §11.3.4: Sec-WebSocket-Protocol-Server = token, and the field
             // "MUST NOT appear more than once in an HTTP response". §4.1: "If
@@ -871,6 +938,331 @@ impl ResponseParser {
     /// status is known (a non-101 status is reported as such).
     fn fail(&mut self, why: &'static str) {
         self.failure.get_or_insert(why);
+    }
+}
+
+// ------------------------------------------- client: permessage-deflate --
+
+/// The permessage-deflate offer(s) a client sends (RFC 7692 §5: "a client
+/// may offer multiple extension negotiation offers", in its order of
+/// preference), checked when made so that the request carries only a
+/// well-formed list and the server's answer can be held against it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeflateOffer {
+    value: String,
+    offers: Vec<PmdParams>,
+}
+
+impl DeflateOffer {
+    /// What browsers offer: the server picks the window we compress with
+    /// (§7.1.2.2), everything else is the server's choice.
+    pub const DEFAULT: &'static str = "permessage-deflate; client_max_window_bits";
+
+    /// Checks a raw `Sec-WebSocket-Extensions` value: a list (RFC 6455
+    /// §9.1) of `permessage-deflate` offers only (no other extension is
+    /// spoken here), each with valid parameters (§7: known, not repeated,
+    /// valid values). `client_max_window_bits=8` is refused: zlib cannot
+    /// compress with a 256-byte window (see `deflate`'s module doc).
+    pub fn parse(value: &str) -> Result<DeflateOffer, &'static str> {
+        let mut offers = Vec::new();
+        parse_deflate_list(value.as_bytes(), "only permessage-deflate can be offered", |p| {
+            if p.client_max_window_bits == Some(Some(8)) {
+                return Err("client_max_window_bits=8 cannot be honoured (zlib needs a window of 9 bits or more)");
+            }
+            offers.push(p);
+            Ok(())
+        })?;
+        if offers.is_empty() {
+            return Err("the extension offer is empty");
+        }
+        Ok(DeflateOffer {
+            value: value.to_owned(),
+            offers,
+        })
+    }
+
+    /// [`DeflateOffer::DEFAULT`].
+    pub fn default_offer() -> DeflateOffer {
+        DeflateOffer::parse(DeflateOffer::DEFAULT).unwrap_or_else(|_| DeflateOffer {
+            value: DeflateOffer::DEFAULT.to_owned(),
+            offers: vec![PmdParams {
+                client_max_window_bits: Some(None),
+                ..PmdParams::default()
+            }],
+        })
+    }
+
+    /// The header value, as it goes out.
+    pub fn value(&self) -> &str {
+        &self.value
+    }
+}
+
+/// The parameters of one `permessage-deflate` list element, offer or
+/// response, as written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct PmdParams {
+    server_no_context_takeover: bool,
+    client_no_context_takeover: bool,
+    server_max_window_bits: Option<u8>,
+    /// `Some(None)`: present without a value.
+    client_max_window_bits: Option<Option<u8>>,
+}
+
+impl PmdParams {
+    /// Records one parameter. `value`: `None` if the parameter has none,
+    /// `Some(None)` if it has one that is not a window size.
+    fn apply(&mut self, name: &[u8], value: Option<Option<u8>>) -> Result<(), &'static str> {
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        let repeated = if is("server_no_context_takeover") || is("client_no_context_takeover") {
+            // §7.1.1.1-2: "This extension parameter has no value."
+            if value.is_some() {
+                return Err("a no_context_takeover parameter with a value");
+            }
+            let flag = if is("server_no_context_takeover") {
+                &mut self.server_no_context_takeover
+            } else {
+                &mut self.client_no_context_takeover
+            };
+            std::mem::replace(flag, true)
+        } else if is("server_max_window_bits") {
+            // §7.1.2.1: a value is required, in offers and responses.
+            let bits = value.flatten().ok_or("invalid server_max_window_bits")?;
+            self.server_max_window_bits.replace(bits).is_some()
+        } else if is("client_max_window_bits") {
+            // §7.1.2.2: "no value or a decimal integer value" (a response
+            // needs the value: see `accept_deflate`).
+            if value == Some(None) {
+                return Err("invalid client_max_window_bits");
+            }
+            self.client_max_window_bits.replace(value.flatten()).is_some()
+        } else {
+            return Err("unknown permessage-deflate parameter");
+        };
+        if repeated {
+            return Err("repeated permessage-deflate parameter");
+        }
+        Ok(())
+    }
+}
+
+/// Checks the server's `Sec-WebSocket-Extensions` (all lines, joined)
+/// against the offers (RFC 7692 §7.1): `Ok(None)` for an empty list.
+fn accept_deflate(offers: &[PmdParams], value: &[u8]) -> Result<Option<Params>, &'static str> {
+    let mut answer = None;
+    parse_deflate_list(value, "server selected an extension that was not offered", |p| {
+        // §7: "the server [...] MUST NOT accept more than one" offer of
+        // this extension.
+        if answer.replace(p).is_some() {
+            return Err("more than one permessage-deflate in the response");
+        }
+        Ok(())
+    })?;
+    let Some(answer) = answer else {
+        return Ok(None);
+    };
+    // §7.1.2.2: a server that accepts the parameter sends it "with a value".
+    if answer.client_max_window_bits == Some(None) {
+        return Err("client_max_window_bits without a value in the response");
+    }
+    // The answer must accept one of the offers; the first reason otherwise.
+    let mut first_reason = None;
+    for offer in offers {
+        match answer_to(offer, &answer) {
+            Ok(params) => return Ok(Some(params)),
+            Err(reason) => {
+                first_reason.get_or_insert(reason);
+            }
+        }
+    }
+    Err(first_reason.unwrap_or("permessage-deflate in the response but not offered"))
+}
+
+/// The agreed parameters if `answer` is a valid response to `offer` (the
+/// client's side of RFC 7692 §7.1; the same table as Python `websockets`').
+fn answer_to(offer: &PmdParams, answer: &PmdParams) -> Result<Params, &'static str> {
+    // §7.1.1.1: a server accepts an offer of server_no_context_takeover
+    // only by "including the "server_no_context_takeover" extension
+    // parameter in the extension negotiation response". Unoffered, it MAY
+    // be added.
+    if offer.server_no_context_takeover && !answer.server_no_context_takeover {
+        return Err("the response drops the server_no_context_takeover offered");
+    }
+    // §7.1.2.1: accepted "by including the "server_max_window_bits"
+    // extension parameter [...] with the same or smaller value as the
+    // offer"; unoffered, the server MAY include it.
+    let server_bits = match (offer.server_max_window_bits, answer.server_max_window_bits) {
+        (Some(_), None) => return Err("the response drops the server_max_window_bits offered"),
+        (Some(offered), Some(bits)) if bits > offered => {
+            return Err("server_max_window_bits in the response is larger than offered")
+        }
+        (_, bits) => bits.unwrap_or(MAX_WINDOW_BITS),
+    };
+    // §7.1.2.2: "If a received extension negotiation offer doesn't have
+    // the "client_max_window_bits" extension parameter, the corresponding
+    // extension negotiation response to the offer MUST NOT include" it; an
+    // offered value is a promise ("the client is going to use an LZ77
+    // sliding window whose size is not bigger").
+    let client_bits = match (offer.client_max_window_bits, answer.client_max_window_bits) {
+        (None, Some(_)) => return Err("client_max_window_bits in the response was not offered"),
+        (Some(Some(offered)), Some(Some(bits))) if bits > offered => {
+            return Err("client_max_window_bits in the response is larger than offered")
+        }
+        (_, Some(Some(bits))) => bits,
+        (Some(Some(offered)), None) => offered,
+        _ => MAX_WINDOW_BITS,
+    };
+    // §7.1: the client fails the connection if it "does not support the
+    // configuration that the response represents".
+    if client_bits < MIN_WINDOW_BITS {
+        return Err("client_max_window_bits=8 is not supported (zlib needs 9 or more)");
+    }
+    Ok(Params {
+        server_no_context_takeover: answer.server_no_context_takeover,
+        // §7.1.1.2: offering it is a promise to reset, whatever the answer.
+        client_no_context_takeover: answer.client_no_context_takeover || offer.client_no_context_takeover,
+        server_max_window_bits: server_bits,
+        client_max_window_bits: client_bits,
+    })
+}
+
+/// Parses a whole extension list (RFC 6455 §9.1:
+/// `1#( extension-token *( ";" extension-param ) )`, OWS around the
+/// separators, `extension-param = token [ "=" (token | quoted-string) ]`)
+/// in which every element must be `permessage-deflate` (else
+/// `not_ours`) with valid parameters; hands each element to `each`. Empty
+/// elements are skipped (RFC 9110 §5.6.1).
+fn parse_deflate_list(
+    value: &[u8],
+    not_ours: &'static str,
+    mut each: impl FnMut(PmdParams) -> Result<(), &'static str>,
+) -> Result<(), &'static str> {
+    const MALFORMED: &str = "malformed Sec-WebSocket-Extensions";
+    let mut lx = ExtLexer { s: value, at: 0 };
+    loop {
+        lx.ows();
+        while lx.eat(b',') {
+            lx.ows();
+        }
+        if lx.peek().is_none() {
+            return Ok(());
+        }
+        let name = lx.token();
+        if name.is_empty() {
+            return Err(MALFORMED);
+        }
+        if !name.eq_ignore_ascii_case(EXTENSION.as_bytes()) {
+            return Err(not_ours);
+        }
+        let mut params = PmdParams::default();
+        loop {
+            lx.ows();
+            match lx.peek() {
+                None | Some(b',') => break,
+                Some(b';') => lx.at += 1,
+                Some(_) => return Err(MALFORMED),
+            }
+            lx.ows();
+            let param = lx.token();
+            if param.is_empty() {
+                return Err(MALFORMED);
+            }
+            lx.ows();
+            let value = if lx.eat(b'=') {
+                lx.ows();
+                Some(lx.window_bits().ok_or(MALFORMED)?)
+            } else {
+                None
+            };
+            params.apply(param, value)?;
+        }
+        each(params)?;
+    }
+}
+
+/// A cursor over an extension list.
+struct ExtLexer<'a> {
+    s: &'a [u8],
+    at: usize,
+}
+
+impl<'a> ExtLexer<'a> {
+    fn peek(&self) -> Option<u8> {
+        self.s.get(self.at).copied()
+    }
+
+    fn eat(&mut self, b: u8) -> bool {
+        let hit = self.peek() == Some(b);
+        self.at += usize::from(hit);
+        hit
+    }
+
+    fn ows(&mut self) {
+        while matches!(self.peek(), Some(b' ' | b'\t')) {
+            self.at += 1;
+        }
+    }
+
+    fn token(&mut self) -> &'a [u8] {
+        let start = self.at;
+        while self.peek().is_some_and(is_tchar) {
+            self.at += 1;
+        }
+        &self.s[start..self.at]
+    }
+
+    /// A parameter value, token or quoted-string (RFC 9110 §5.6.4), read
+    /// as window bits: `None` for a syntax error, `Some(None)` for a
+    /// well-formed value that is not "a decimal integer value without
+    /// leading zeroes between 8 to 15, inclusive" (RFC 7692 §7.1.2.1-2),
+    /// after unescaping ("the value after quoted-string unescaping MUST
+    /// conform to the 'token' ABNF", RFC 6455 §9.1).
+    fn window_bits(&mut self) -> Option<Option<u8>> {
+        let mut digits = [0u8; 3];
+        let mut n = 0;
+        let mut token = true;
+        let mut push = |b: u8| {
+            token &= is_tchar(b);
+            if n < digits.len() {
+                digits[n] = b;
+            }
+            n += 1;
+        };
+        if self.eat(b'"') {
+            loop {
+                match self.peek()? {
+                    b'"' => break,
+                    b'\\' => {
+                        self.at += 1;
+                        let b = self.peek()?;
+                        if !(b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80) {
+                            return None;
+                        }
+                        push(b);
+                    }
+                    b @ (b'\t' | b' ' | 0x21 | 0x23..=0x5b | 0x5d..=0x7e | 0x80..) => push(b),
+                    _ => return None,
+                }
+                self.at += 1;
+            }
+            self.at += 1;
+        } else {
+            let t = self.token();
+            if t.is_empty() {
+                return None;
+            }
+            t.iter().for_each(|&b| push(b));
+        }
+        if !token || n == 0 {
+            // Not a token once unescaped (e.g. `""`, `"1 0"`): invalid.
+            return Some(None);
+        }
+        let bits = match digits[..n.min(3)] {
+            [d] if d.is_ascii_digit() => d - b'0',
+            [b'1', d] if d.is_ascii_digit() => 10 + d - b'0',
+            _ => return Some(None),
+        };
+        Some((8..=15).contains(&bits).then_some(bits))
     }
 }
 
@@ -1468,6 +1860,391 @@ Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
         ] {
             let resp = good.replacen("HTTP/1.1 101 Switching Protocols", line, 1);
             assert_eq!(response_all_ways(bare, resp.as_bytes()).0, want, "{line}");
+        }
+    }
+
+    // ------------------------------------------ client permessage-deflate --
+
+    const PMD: &str = "permessage-deflate";
+
+    #[test]
+    fn client_deflate_offers() {
+        let ok = [
+            DeflateOffer::DEFAULT,
+            PMD,
+            "Permessage-Deflate",
+            "permessage-deflate ; client_no_context_takeover;server_no_context_takeover ;\tserver_max_window_bits=10; client_max_window_bits=12",
+            "permessage-deflate; server_max_window_bits=\"10\"; client_max_window_bits=\"1\\5\"",
+            "permessage-deflate; server_max_window_bits=8",
+            "permessage-deflate; server_max_window_bits=9, permessage-deflate, ",
+            ", permessage-deflate",
+        ];
+        for v in ok {
+            let offer = DeflateOffer::parse(v).unwrap_or_else(|e| panic!("{v:?}: {e}"));
+            assert_eq!(offer.value(), v);
+        }
+        assert_eq!(
+            DeflateOffer::parse("permessage-deflate; server_max_window_bits=9, permessage-deflate")
+                .unwrap()
+                .offers
+                .len(),
+            2
+        );
+        let bad = [
+            ("", "the extension offer is empty"),
+            (" , ", "the extension offer is empty"),
+            ("x-webkit-deflate-frame", "only permessage-deflate can be offered"),
+            ("permessage-deflate, foo", "only permessage-deflate can be offered"),
+            ("permessage-deflate; foo", "unknown permessage-deflate parameter"),
+            (
+                "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+                "repeated permessage-deflate parameter",
+            ),
+            (
+                "permessage-deflate; client_max_window_bits; client_max_window_bits=9",
+                "repeated permessage-deflate parameter",
+            ),
+            (
+                "permessage-deflate; server_max_window_bits",
+                "invalid server_max_window_bits",
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=16",
+                "invalid server_max_window_bits",
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=08",
+                "invalid server_max_window_bits",
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=7",
+                "invalid server_max_window_bits",
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=100",
+                "invalid server_max_window_bits",
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=\"\"",
+                "invalid server_max_window_bits",
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=\"1 0\"",
+                "invalid server_max_window_bits",
+            ),
+            (
+                "permessage-deflate; client_max_window_bits=x",
+                "invalid client_max_window_bits",
+            ),
+            (
+                "permessage-deflate; server_no_context_takeover=1",
+                "a no_context_takeover parameter with a value",
+            ),
+            (
+                "permessage-deflate; client_max_window_bits=8",
+                "client_max_window_bits=8 cannot be honoured (zlib needs a window of 9 bits or more)",
+            ),
+            ("permessage-deflate;", "malformed Sec-WebSocket-Extensions"),
+            (
+                "permessage-deflate client_max_window_bits",
+                "malformed Sec-WebSocket-Extensions",
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=",
+                "malformed Sec-WebSocket-Extensions",
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=\"10",
+                "malformed Sec-WebSocket-Extensions",
+            ),
+            (
+                "permessage-deflate\r\nX-Injected: 1",
+                "malformed Sec-WebSocket-Extensions",
+            ),
+            ("permessage-deflate; a\0", "unknown permessage-deflate parameter"),
+            (";permessage-deflate", "malformed Sec-WebSocket-Extensions"),
+        ];
+        for (v, why) in bad {
+            assert_eq!(DeflateOffer::parse(v), Err(why), "{v:?}");
+        }
+        let default = DeflateOffer::default_offer();
+        assert_eq!(default.value(), DeflateOffer::DEFAULT);
+        assert_eq!(Ok(default), DeflateOffer::parse(DeflateOffer::DEFAULT));
+    }
+
+    #[test]
+    fn client_request_offers_deflate() {
+        let key = encode_key([3; 16]);
+        let offer = DeflateOffer::parse("permessage-deflate; client_max_window_bits, permessage-deflate").unwrap();
+        let mut req = Vec::new();
+        write_client_request_with_extensions(&mut req, "h", "/", &key, &["chat"], Some(&offer));
+        let (parsed, _) = parse_all_ways(&req).unwrap();
+        assert_eq!(parsed.extensions.as_deref(), Some(offer.value()));
+        assert!(parsed.offers_protocol("chat"));
+        let mut none = Vec::new();
+        write_client_request_with_extensions(&mut none, "h", "/", &key, &["chat"], None);
+        let mut old = Vec::new();
+        write_client_request_with(&mut old, "h", "/", &key, &["chat"]);
+        assert_eq!(none, old);
+        assert!(!String::from_utf8(old).unwrap().contains("Extensions"));
+    }
+
+    /// A 101 for `key` with these `Sec-WebSocket-Extensions` lines.
+    fn accept_with_extension_lines(key: &Key, lines: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        write_accept(&mut out, key);
+        out.truncate(out.len() - 2);
+        for l in lines {
+            out.extend_from_slice(format!("Sec-WebSocket-Extensions: {l}\r\n").as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// The agreed parameters for a response, fed at every split and one
+    /// byte at a time (every way must agree).
+    fn deflate_all_ways(offer: Option<&DeflateOffer>, resp: &[u8]) -> Result<Option<Params>, ResponseError> {
+        let key_line = String::from_utf8_lossy(resp);
+        assert!(key_line.starts_with("HTTP/1.1 101"));
+        let key = encode_key([5; 16]);
+        let run = |chunks: &[&[u8]]| {
+            let mut p = ResponseParser::with_extensions::<&str>(&key, &[], offer);
+            for c in chunks {
+                match p.feed(&LIMITS, c) {
+                    Ok(Progress::Partial) => {}
+                    Ok(Progress::Complete(_)) => return Ok(p.deflate()),
+                    Err(e) => return Err(e),
+                }
+            }
+            Err(ResponseError::Invalid("incomplete"))
+        };
+        let whole = run(&[resp]);
+        for cut in 0..=resp.len() {
+            assert_eq!(run(&[&resp[..cut], &resp[cut..]]), whole, "cut {cut}");
+        }
+        let ones: Vec<&[u8]> = resp.chunks(1).collect();
+        assert_eq!(run(&ones), whole, "byte at a time");
+        whole
+    }
+
+    fn params(snct: bool, cnct: bool, server_bits: u8, client_bits: u8) -> Params {
+        Params {
+            server_no_context_takeover: snct,
+            client_no_context_takeover: cnct,
+            server_max_window_bits: server_bits,
+            client_max_window_bits: client_bits,
+        }
+    }
+
+    /// RFC 7692 §7.1 from the client's side: which answers are valid for
+    /// which offers, and what they agree.
+    #[test]
+    fn client_deflate_answers() {
+        let key = encode_key([5; 16]);
+        let invalid = |why| Err(ResponseError::Invalid(why));
+        let nct = "permessage-deflate; server_no_context_takeover; client_no_context_takeover";
+        type Agreed = Result<Option<Params>, ResponseError>;
+        let cases: Vec<(&str, Vec<&str>, Agreed)> = vec![
+            // Declined, or accepted as wsloop answers (shared, dedicated).
+            (DeflateOffer::DEFAULT, vec![], Ok(None)),
+            (DeflateOffer::DEFAULT, vec![nct], Ok(Some(params(true, true, 15, 15)))),
+            (DeflateOffer::DEFAULT, vec![PMD], Ok(Some(params(false, false, 15, 15)))),
+            (
+                DeflateOffer::DEFAULT,
+                vec!["Permessage-Deflate;Server_No_Context_Takeover ; server_max_window_bits=\"9\""],
+                Ok(Some(params(true, false, 9, 15))),
+            ),
+            (
+                DeflateOffer::DEFAULT,
+                vec!["permessage-deflate; client_max_window_bits=10"],
+                Ok(Some(params(false, false, 15, 10))),
+            ),
+            // Not offered, the server may still add these.
+            (PMD, vec![nct], Ok(Some(params(true, true, 15, 15)))),
+            (
+                PMD,
+                vec!["permessage-deflate; server_max_window_bits=8"],
+                Ok(Some(params(false, false, 8, 15))),
+            ),
+            // Offered: promised, or to be answered.
+            (
+                "permessage-deflate; client_no_context_takeover",
+                vec![PMD],
+                Ok(Some(params(false, true, 15, 15))),
+            ),
+            (
+                "permessage-deflate; client_max_window_bits=12",
+                vec![PMD],
+                Ok(Some(params(false, false, 15, 12))),
+            ),
+            (
+                "permessage-deflate; client_max_window_bits=12",
+                vec!["permessage-deflate; client_max_window_bits=11"],
+                Ok(Some(params(false, false, 15, 11))),
+            ),
+            (
+                "permessage-deflate; client_max_window_bits=12",
+                vec!["permessage-deflate; client_max_window_bits=13"],
+                invalid("client_max_window_bits in the response is larger than offered"),
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=10",
+                vec!["permessage-deflate; server_max_window_bits=9"],
+                Ok(Some(params(false, false, 9, 15))),
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=10",
+                vec!["permessage-deflate; server_max_window_bits=11"],
+                invalid("server_max_window_bits in the response is larger than offered"),
+            ),
+            (
+                "permessage-deflate; server_max_window_bits=15",
+                vec![PMD],
+                invalid("the response drops the server_max_window_bits offered"),
+            ),
+            (
+                "permessage-deflate; server_no_context_takeover",
+                vec![PMD],
+                invalid("the response drops the server_no_context_takeover offered"),
+            ),
+            // Several offers: the answer may accept any one.
+            (
+                "permessage-deflate; server_max_window_bits=10, permessage-deflate",
+                vec![PMD],
+                Ok(Some(params(false, false, 15, 15))),
+            ),
+            (
+                "permessage-deflate; server_no_context_takeover, permessage-deflate; server_max_window_bits=9",
+                vec!["permessage-deflate; server_max_window_bits=10"],
+                invalid("the response drops the server_no_context_takeover offered"),
+            ),
+            // Malformed or not an answer at all.
+            (
+                PMD,
+                vec!["permessage-deflate; client_max_window_bits=10"],
+                invalid("client_max_window_bits in the response was not offered"),
+            ),
+            (
+                DeflateOffer::DEFAULT,
+                vec!["permessage-deflate; client_max_window_bits"],
+                invalid("client_max_window_bits without a value in the response"),
+            ),
+            (
+                DeflateOffer::DEFAULT,
+                vec!["permessage-deflate; client_max_window_bits=8"],
+                invalid("client_max_window_bits=8 is not supported (zlib needs 9 or more)"),
+            ),
+            (
+                DeflateOffer::DEFAULT,
+                vec!["permessage-deflate, permessage-deflate"],
+                invalid("more than one permessage-deflate in the response"),
+            ),
+            (
+                DeflateOffer::DEFAULT,
+                vec![PMD, PMD],
+                invalid("more than one permessage-deflate in the response"),
+            ),
+            (
+                DeflateOffer::DEFAULT,
+                vec!["", PMD],
+                Ok(Some(params(false, false, 15, 15))),
+            ),
+            (
+                DeflateOffer::DEFAULT,
+                vec!["x-webkit-deflate-frame"],
+                invalid("server selected an extension that was not offered"),
+            ),
+            (
+                DeflateOffer::DEFAULT,
+                vec!["permessage-deflate; mux"],
+                invalid("unknown permessage-deflate parameter"),
+            ),
+            (
+                DeflateOffer::DEFAULT,
+                vec!["permessage-deflate; server_max_window_bits=16"],
+                invalid("invalid server_max_window_bits"),
+            ),
+            (
+                DeflateOffer::DEFAULT,
+                vec!["permessage-deflate; server_max_window_bits"],
+                invalid("invalid server_max_window_bits"),
+            ),
+            (
+                DeflateOffer::DEFAULT,
+                vec!["permessage-deflate; server_no_context_takeover; server_no_context_takeover"],
+                invalid("repeated permessage-deflate parameter"),
+            ),
+            (
+                DeflateOffer::DEFAULT,
+                vec!["permessage-deflate; server_max_window_bits=\"9"],
+                invalid("malformed Sec-WebSocket-Extensions"),
+            ),
+        ];
+        for (offer, lines, want) in cases {
+            let offer = DeflateOffer::parse(offer).unwrap();
+            let resp = accept_with_extension_lines(&key, &lines);
+            assert_eq!(
+                deflate_all_ways(Some(&offer), &resp),
+                want,
+                "{offer:?} answered {lines:?}"
+            );
+        }
+        // Nothing offered: any extension fails the connection (§4.1).
+        let resp = accept_with_extension_lines(&key, &[nct]);
+        assert_eq!(deflate_all_ways(None, &resp), invalid("server selected an extension"));
+        assert_eq!(
+            deflate_all_ways(None, &accept_with_extension_lines(&key, &[])),
+            Ok(None)
+        );
+    }
+
+    /// What wsloop's server side answers (`deflate::negotiate`), the client
+    /// side accepts, and both agree on what each end does.
+    #[test]
+    fn client_accepts_what_the_server_answers() {
+        use super::super::deflate::{negotiate, DeflateConfig, Mode};
+        let key = encode_key([5; 16]);
+        let offers = [
+            DeflateOffer::DEFAULT,
+            PMD,
+            "permessage-deflate; client_no_context_takeover",
+            "permessage-deflate; server_no_context_takeover",
+            "permessage-deflate; server_max_window_bits=10; client_max_window_bits",
+            "permessage-deflate; client_max_window_bits=11",
+            "permessage-deflate; server_max_window_bits=9; client_max_window_bits=9",
+            "permessage-deflate; server_max_window_bits=8, permessage-deflate; client_max_window_bits",
+            // Not `server_max_window_bits=15`: the server's answer omits it,
+            // which RFC 7692 §7.1.2.1 does not allow (see `deflate_answers`).
+        ];
+        for mode in [Mode::Shared, Mode::Dedicated] {
+            for max_window_bits in 9..=15 {
+                let config = DeflateConfig {
+                    mode,
+                    max_window_bits,
+                    threshold: 0,
+                };
+                for offer in offers {
+                    let offer = DeflateOffer::parse(offer).unwrap();
+                    let server = negotiate(&config, [offer.value().as_bytes()]).unwrap();
+                    let answer = server.response();
+                    let resp = accept_with_extension_lines(&key, &[answer.as_str()]);
+                    let client = deflate_all_ways(Some(&offer), &resp)
+                        .unwrap_or_else(|e| panic!("{config:?} {offer:?} -> {answer:?}: {e}"))
+                        .unwrap();
+                    let what = format!("{config:?} {offer:?} -> {answer:?}");
+                    assert_eq!(
+                        client.server_no_context_takeover, server.server_no_context_takeover,
+                        "{what}"
+                    );
+                    assert_eq!(client.server_max_window_bits, server.server_max_window_bits, "{what}");
+                    // The client resets whenever the server's inflater may.
+                    assert!(
+                        client.client_no_context_takeover >= server.client_no_context_takeover,
+                        "{what}"
+                    );
+                    assert!(client.client_max_window_bits <= server.client_max_window_bits, "{what}");
+                }
+            }
         }
     }
 }

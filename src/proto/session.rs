@@ -616,6 +616,25 @@ impl Session {
         true
     }
 
+    /// Appends a data message whose payload the caller has compressed with
+    /// permessage-deflate (RFC 7692 §7.2.1) as one frame with RSV1 set (§6:
+    /// "the "Per-Message Compressed" bit [...] of the first frame"), masked
+    /// after compression in the client role (§6.1: the extension transforms
+    /// the payload, framing and masking come after). Returns false (and
+    /// writes nothing) once a Close has been sent or received, or if
+    /// [`allow_compression`](Self::allow_compression) was not called: RSV1
+    /// means nothing unless the extension was negotiated (RFC 6455 §5.2).
+    pub fn send_compressed(&mut self, kind: MessageKind, compressed: &[u8], out: &mut Vec<u8>) -> bool {
+        if self.state != State::Open || !self.deflate {
+            return false;
+        }
+        let at = out.len();
+        let mask = next_mask(self.role, &mut self.mask_seed);
+        frame::write(out, kind.opcode(), compressed, mask);
+        out[at] |= 0x40;
+        true
+    }
+
     /// Appends a Ping (at most 125 bytes of payload are sent).
     pub fn ping(&mut self, payload: &[u8], out: &mut Vec<u8>) -> bool {
         if self.state != State::Open {

@@ -511,3 +511,44 @@ fn permessage_deflate_rsv1_rules() {
     check(true, &rsv_frame(true, 6, Opcode::Text, b"t"), &[Fail(1002)], &bad);
     check(false, &rsv_frame(true, 4, Opcode::Text, b"t"), &[Fail(1002)], &bad);
 }
+
+/// The sender's side of RFC 7692 §6: RSV1 on the one frame, masked like
+/// any client frame, and read back as compressed by a session that
+/// negotiated the extension.
+#[test]
+fn send_compressed_sets_rsv1_and_masks() {
+    let payload = b"\xf2\x48\xcd\xc9\xc9\x07\x00"; // "Hello", deflated.
+    for role in [Role::Client, Role::Server] {
+        let mut s = match role {
+            Role::Client => Session::client(7),
+            Role::Server => Session::server(),
+        };
+        let mut out = Vec::new();
+        assert!(
+            !s.send_compressed(MessageKind::Text, payload, &mut out),
+            "not negotiated"
+        );
+        assert!(out.is_empty());
+        s.allow_compression();
+        assert!(s.send_compressed(MessageKind::Text, payload, &mut out));
+        let Ok(frame::Decoded::Complete(h, n)) = frame::decode(&out) else {
+            panic!("one whole frame: {out:x?}")
+        };
+        assert_eq!((h.fin, h.rsv, h.opcode), (true, 0b100, 0x1));
+        assert_eq!(h.mask.is_some(), role == Role::Client, "§5.1");
+        assert_eq!(n + payload.len(), out.len());
+        // The other end, with the extension, gets the payload as sent.
+        let mut peer = match role {
+            Role::Client => Session::server(),
+            Role::Server => Session::client(1),
+        };
+        peer.allow_compression();
+        let (events, _) = drive(peer, &Limits::default(), &[&out]);
+        assert_eq!(events, [Zipped(MessageKind::Text, payload.to_vec())]);
+        // Nothing once closing.
+        s.close(1000, "", &mut out);
+        let len = out.len();
+        assert!(!s.send_compressed(MessageKind::Binary, payload, &mut out));
+        assert_eq!(out.len(), len);
+    }
+}

@@ -1,11 +1,14 @@
 //! The command line, and the checked [`Plan`] it turns into.
 
+use crate::deflate::Setup as DeflateSetup;
+use crate::json;
 use crate::payload::BCAST_HEADER;
 use crate::pubsub::{self, PublishVia};
 use crate::target::{self, Target};
 use clap::{Parser, ValueEnum};
 use std::net::IpAddr;
 use std::path::PathBuf;
+use wsloop::proto::handshake::DeflateOffer;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Mode {
@@ -25,6 +28,26 @@ pub enum Mode {
     /// --subscriptions of --topics topics; --publishers publish at --rate
     /// in all; every delivery is checked.
     Pubsub,
+}
+
+/// What message payloads hold (echo, broadcast, churn).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PayloadKind {
+    /// Binary messages: a stamp, then pseudo-random bytes (incompressible).
+    Pattern,
+    /// Text messages of realistic JSON, by size: ticker ticks (under 256
+    /// bytes), chat messages (under 4 KiB), documents (larger); at least
+    /// 93 bytes, 120 by default.
+    Json,
+}
+
+impl PayloadKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            PayloadKind::Pattern => "pattern",
+            PayloadKind::Json => "json",
+        }
+    }
 }
 
 impl Mode {
@@ -164,6 +187,34 @@ pub struct Cli {
     /// Pubsub with --publish-via http-batch: messages per request.
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
+    /// What payloads hold: a binary pattern (incompressible) or realistic
+    /// JSON text (see --deflate). Not in pubsub mode (its bodies are its own).
+    #[arg(long, value_enum, default_value_t = PayloadKind::Pattern)]
+    pub payload: PayloadKind,
+    /// Offer permessage-deflate (RFC 7692) with
+    /// "permessage-deflate; client_max_window_bits"; the server's answer
+    /// must be valid for the offer. Agreed, messages go compressed both
+    /// ways (pubsub publishers send plain) and are checked once inflated.
+    #[arg(long)]
+    pub deflate: bool,
+    /// Offer this Sec-WebSocket-Extensions value instead (implies
+    /// --deflate): one or more permessage-deflate offers, e.g.
+    /// "permessage-deflate; server_max_window_bits=10; client_no_context_takeover".
+    #[arg(long, value_name = "OFFER")]
+    pub deflate_offer: Option<String>,
+    /// zlib level of what wsflood compresses, 0-9 (1: fastest; the server's
+    /// default too).
+    #[arg(long, default_value_t = 1)]
+    pub deflate_level: u32,
+    /// With permessage-deflate: messages shorter than this go uncompressed.
+    #[arg(long, default_value_t = 0)]
+    pub deflate_threshold: usize,
+    /// Echo and idle: each connection lives about this many seconds, then
+    /// closes (closing handshake, once its echoes are back) and a new one
+    /// takes its place: first lifetimes are spread over (0, L], later ones
+    /// over [L/2, 3L/2), so about connections/L reconnect per second.
+    #[arg(long, value_name = "SECS")]
+    pub lifetime: Option<f64>,
 }
 
 /// A checked run description, shared read-only by every thread.
@@ -195,6 +246,12 @@ pub struct Plan {
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Pubsub: its options (None in the other modes).
     pub pubsub: Option<pubsub::Options>,
+    pub payload: PayloadKind,
+    /// permessage-deflate: what to offer and how to compress (None: no offer).
+    pub deflate: Option<DeflateSetup>,
+    /// Echo and idle: a connection's lifetime before it reconnects (0: for
+    /// the whole run).
+    pub lifetime_ns: u64,
 }
 
 /// Largest payload (the core's default frame and message limit).
@@ -229,7 +286,11 @@ impl Cli {
         if self.threads == 0 {
             return Err("--threads must be at least 1".into());
         }
-        let default_size = if mode == Mode::Pubsub { pubsub::wire::HEADER } else { 20 };
+        let default_size = match (mode, self.payload) {
+            (Mode::Pubsub, _) => pubsub::wire::HEADER,
+            (_, PayloadKind::Json) => 120,
+            (_, PayloadKind::Pattern) => 20,
+        };
         if !(self.duration.is_finite() && self.duration > 0.0 && self.duration <= MAX_DURATION) {
             return Err("--duration must be a positive number of seconds (at most a week)".into());
         }
@@ -256,6 +317,9 @@ impl Cli {
             return Err(format!("payload size {big} is over the {MAX_PAYLOAD}-byte limit"));
         }
         let max_size = *sizes.iter().max().expect("at least one size");
+        self.check_json(mode, &sizes)?;
+        let deflate = self.deflate_setup()?;
+        let lifetime_ns = self.lifetime_ns(mode)?;
         let mut publishers = 0;
         let mut connections = self.connections;
         let mut pubsub = None;
@@ -268,7 +332,8 @@ impl Cli {
             return Err("--binary belongs to pubsub mode".into());
         }
         if mode == Mode::Broadcast {
-            if let Some(small) = sizes.iter().find(|&&s| s < BCAST_HEADER) {
+            let small = sizes.iter().find(|&&s| s < BCAST_HEADER);
+            if let (Some(small), PayloadKind::Pattern) = (small, self.payload) {
                 return Err(format!(
                     "broadcast payloads carry a {BCAST_HEADER}-byte header; payload size {small} is too small"
                 ));
@@ -338,7 +403,58 @@ impl Cli {
             max_pending: self.max_pending,
             tls,
             pubsub,
+            payload: self.payload,
+            deflate,
+            lifetime_ns,
         })
+    }
+
+    /// --payload json: not for pubsub, and sizes it can fill.
+    fn check_json(&self, mode: Mode, sizes: &[usize]) -> Result<(), String> {
+        if self.payload != PayloadKind::Json {
+            return Ok(());
+        }
+        if mode == Mode::Pubsub {
+            return Err("--payload json does not apply to pubsub mode (its bodies are its own)".into());
+        }
+        if let Some(small) = sizes.iter().find(|&&s| s < json::MIN_LEN) {
+            return Err(format!(
+                "--payload json needs payloads of at least {} bytes; payload size {small} is too small",
+                json::MIN_LEN
+            ));
+        }
+        Ok(())
+    }
+
+    /// --lifetime, in ns (0: none).
+    fn lifetime_ns(&self, mode: Mode) -> Result<u64, String> {
+        match self.lifetime {
+            None => Ok(0),
+            Some(_) if !matches!(mode, Mode::Echo | Mode::Idle) => {
+                Err("--lifetime belongs to echo and idle modes".into())
+            }
+            Some(l) if (0.01..=MAX_DURATION).contains(&l) => Ok(secs_to_ns(l)),
+            Some(_) => Err("--lifetime must be a number of seconds, at least 0.01".into()),
+        }
+    }
+
+    /// The permessage-deflate offer and settings, if asked for.
+    fn deflate_setup(&self) -> Result<Option<DeflateSetup>, String> {
+        if !self.deflate && self.deflate_offer.is_none() {
+            return Ok(None);
+        }
+        if self.deflate_level > 9 {
+            return Err("--deflate-level must be between 0 and 9".into());
+        }
+        let offer = match &self.deflate_offer {
+            None => DeflateOffer::default_offer(),
+            Some(raw) => DeflateOffer::parse(raw).map_err(|e| format!("--deflate-offer {raw:?}: {e}"))?,
+        };
+        Ok(Some(DeflateSetup {
+            offer,
+            level: self.deflate_level,
+            threshold: self.deflate_threshold,
+        }))
     }
 }
 
@@ -443,6 +559,48 @@ mod tests {
             assert!(plan(args).is_err(), "{args:?}");
         }
         assert!(plan(&["--url", "ws://10.1.2.3/", "--allow-remote"]).is_ok());
+        for args in [
+            &["--payload", "json", "-s", "92"][..],
+            &["broadcast", "--payload", "json", "--payload-sizes", "120,50"],
+            &["pubsub", "--payload", "json"],
+            &["--deflate", "--deflate-level", "10"],
+            &["--deflate-offer", "x-webkit-deflate-frame"],
+            &["--deflate-offer", "permessage-deflate; client_max_window_bits=8"],
+            &["--deflate-offer", "permessage-deflate\r\nX: y"],
+            &["broadcast", "--lifetime", "5"],
+            &["--lifetime", "0"],
+            &["--lifetime", "nan"],
+        ] {
+            assert!(plan(args).is_err(), "{args:?}");
+        }
+    }
+
+    #[test]
+    fn deflate_json_and_lifetime() {
+        let p = plan(&[]).unwrap();
+        assert!(p.deflate.is_none());
+        assert_eq!((p.payload, p.lifetime_ns), (PayloadKind::Pattern, 0));
+        let p = plan(&["--deflate", "--payload", "json"]).unwrap();
+        let d = p.deflate.unwrap();
+        assert_eq!(d.offer.value(), DeflateOffer::DEFAULT);
+        assert_eq!((d.level, d.threshold), (1, 0));
+        assert_eq!(p.sizes, vec![120], "JSON's default size");
+        let offer = "permessage-deflate; server_no_context_takeover";
+        let p = plan(&[
+            "--deflate-offer",
+            offer,
+            "--deflate-level",
+            "6",
+            "--deflate-threshold",
+            "64",
+        ])
+        .unwrap();
+        let d = p.deflate.unwrap();
+        assert_eq!((d.offer.value(), d.level, d.threshold), (offer, 6, 64));
+        let p = plan(&["broadcast", "--payload", "json", "-s", "93"]).unwrap();
+        assert_eq!(p.sizes, vec![93]);
+        let p = plan(&["idle", "--lifetime", "2.5"]).unwrap();
+        assert_eq!(p.lifetime_ns, 2_500_000_000);
         assert!(plan(&["--url", "wss://127.0.0.1/", "--insecure"])
             .unwrap()
             .tls

@@ -9,6 +9,8 @@
 
 mod alloc;
 mod cli;
+mod deflate;
+mod json;
 mod payload;
 mod pubsub;
 mod report;

@@ -1,6 +1,6 @@
 //! The end-of-run summary: text for stdout and JSON for --json.
 
-use crate::cli::{Mode, Plan};
+use crate::cli::{Mode, PayloadKind, Plan};
 use crate::pubsub;
 use crate::stats::Stats;
 use hdrhistogram::Histogram;
@@ -144,7 +144,7 @@ impl Report<'_> {
         let sizes: Vec<String> = p.sizes.iter().map(|n| n.to_string()).collect();
         let _ = writeln!(
             o,
-            "wsflood {} {}: {} connections, {} thread{}, {:.1} s, payload {} B",
+            "wsflood {} {}: {} connections, {} thread{}, {:.1} s, payload {} B{}",
             p.mode.name(),
             p.url,
             p.connections,
@@ -152,6 +152,7 @@ impl Report<'_> {
             if p.threads == 1 { "" } else { "s" },
             p.duration_ns as f64 / 1e9,
             sizes.join(","),
+            if p.payload == PayloadKind::Json { " (json)" } else { "" },
         );
         let _ = writeln!(
             o,
@@ -176,6 +177,16 @@ impl Report<'_> {
                     self.bytes_per_s() / 1e6
                 );
                 let _ = writeln!(o, "  latency    {}", hist_line(&s.latency));
+                let _ = writeln!(
+                    o,
+                    "  bytes      payload sent {}  received {};  wire sent {} ({})  received {} ({})",
+                    s.bytes_sent,
+                    s.bytes_received,
+                    s.wire_sent,
+                    ratio(s.wire_sent, s.bytes_sent),
+                    s.wire_received,
+                    ratio(s.wire_received, s.bytes_received),
+                );
             }
             Mode::Churn => {
                 let _ = writeln!(
@@ -190,6 +201,18 @@ impl Report<'_> {
         }
         if let Some(ps) = self.pubsub {
             o.push_str(&ps.summary_text(s, self.load_window_s()));
+        }
+        o.push_str(&self.deflate_text());
+        if p.lifetime_ns > 0 {
+            let _ = writeln!(
+                o,
+                "lifetime     {:.1} s: {} reconnects",
+                p.lifetime_ns as f64 / 1e9,
+                s.reconnects
+            );
+        }
+        if p.mode == Mode::Idle || p.mode == Mode::Churn {
+            let _ = writeln!(o, "wire         sent {}  received {}", s.wire_sent, s.wire_received);
         }
         if p.mode == Mode::Broadcast {
             let _ = writeln!(
@@ -253,6 +276,60 @@ impl Report<'_> {
         o
     }
 
+    /// The permessage-deflate lines of the summary (none without --deflate).
+    fn deflate_text(&self) -> String {
+        let (p, s) = (self.plan, self.stats);
+        let mut o = String::new();
+        let Some(d) = &p.deflate else {
+            return o;
+        };
+        let agreed: u64 = s.deflate_agreed.iter().map(|(_, n)| n).sum();
+        let _ = writeln!(
+            o,
+            "deflate      offered \"{}\": agreed {agreed}, declined {}; compressed messages sent {} of {}, received {} of {}",
+            d.offer.value(),
+            s.deflate_declined,
+            s.compressed_sent,
+            s.sent,
+            s.compressed_received,
+            s.received
+        );
+        for (params, n) in &s.deflate_agreed {
+            let _ = writeln!(o, "  answer     {} ({n})", params.response().as_str());
+        }
+        o
+    }
+
+    /// The `deflate` object of the JSON summary.
+    fn deflate_json(&self) -> Option<Value> {
+        let (p, s) = (self.plan, self.stats);
+        let d = p.deflate.as_ref()?;
+        let answers: Vec<Value> = s
+            .deflate_agreed
+            .iter()
+            .map(|(params, n)| {
+                json!({
+                    "response": params.response().as_str(),
+                    "server_no_context_takeover": params.server_no_context_takeover,
+                    "client_no_context_takeover": params.client_no_context_takeover,
+                    "server_max_window_bits": params.server_max_window_bits,
+                    "client_max_window_bits": params.client_max_window_bits,
+                    "count": n,
+                })
+            })
+            .collect();
+        Some(json!({
+            "offer": d.offer.value(),
+            "level": d.level,
+            "threshold": d.threshold,
+            "agreed": s.deflate_agreed.iter().map(|(_, n)| n).sum::<u64>(),
+            "declined": s.deflate_declined,
+            "answers": answers,
+            "compressed_sent": s.compressed_sent,
+            "compressed_received": s.compressed_received,
+        }))
+    }
+
     pub fn json(&self) -> Value {
         let (p, s) = (self.plan, self.stats);
         let mut errors = Map::new();
@@ -268,6 +345,7 @@ impl Report<'_> {
             "duration_s": p.duration_ns as f64 / 1e9,
             "elapsed_s": self.elapsed_s,
             "payload_sizes": p.sizes,
+            "payload": p.payload.name(),
             "inflight": p.inflight,
             "rate": p.rate,
             "connects": {
@@ -290,6 +368,10 @@ impl Report<'_> {
                 "window_s": self.load_window_s(),
                 "per_s": self.msgs_per_s(),
                 "bytes_per_s": self.bytes_per_s(),
+                "wire_bytes_sent": s.wire_sent,
+                "wire_bytes_received": s.wire_received,
+                "compressed_sent": s.compressed_sent,
+                "compressed_received": s.compressed_received,
             },
             "latency_us": hist_json(&s.latency),
             "verification": {
@@ -320,6 +402,15 @@ impl Report<'_> {
         }
         if let Some(ps) = self.pubsub {
             m.insert("pubsub".into(), ps.summary_json(s, self.load_window_s()));
+        }
+        if let Some(d) = self.deflate_json() {
+            m.insert("deflate".into(), d);
+        }
+        if p.lifetime_ns > 0 {
+            m.insert(
+                "lifetime".into(),
+                json!({ "seconds": p.lifetime_ns as f64 / 1e9, "reconnects": s.reconnects }),
+            );
         }
         if p.mode == Mode::Churn {
             m.insert(
@@ -360,6 +451,15 @@ impl Report<'_> {
             );
         }
         v
+    }
+}
+
+/// `part` as a percentage of `whole`, for the wire against payload bytes.
+fn ratio(part: u64, whole: u64) -> String {
+    if whole == 0 {
+        "-".into()
+    } else {
+        format!("{:.1}% of payload", 100.0 * part as f64 / whole as f64)
     }
 }
 

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Mutex;
+use wsloop::proto::deflate::Params;
 
 /// Latencies are recorded in nanoseconds, from 1 ns to an hour, to three
 /// significant digits.
@@ -187,6 +188,19 @@ pub struct Stats {
     /// Heap allocations and messages handled between the end of warm-up and
     /// the stop (None: there was no steady state to measure).
     pub steady: Option<(u64, u64)>,
+    /// Bytes written to and read from the sockets (handshakes and frames;
+    /// over wss://, what went into and came out of TLS).
+    pub wire_sent: u64,
+    pub wire_received: u64,
+    /// Messages sent and received compressed (permessage-deflate).
+    pub compressed_sent: u64,
+    pub compressed_received: u64,
+    /// Handshakes that agreed permessage-deflate, by the parameters agreed;
+    /// and those where the server declined the offer.
+    pub deflate_agreed: Vec<(Params, u64)>,
+    pub deflate_declined: u64,
+    /// --lifetime: connections closed to make room for a new one.
+    pub reconnects: u64,
 }
 
 impl Default for Stats {
@@ -220,6 +234,13 @@ impl Default for Stats {
             last_settled_ns: None,
             first_send_ns: None,
             steady: None,
+            wire_sent: 0,
+            wire_received: 0,
+            compressed_sent: 0,
+            compressed_received: 0,
+            deflate_agreed: Vec::new(),
+            deflate_declined: 0,
+            reconnects: 0,
         }
     }
 }
@@ -264,6 +285,24 @@ impl Stats {
             (Some((a, m)), Some((b, n))) => Some((a + b, m + n)),
             (a, b) => a.or(b),
         };
+        self.wire_sent += o.wire_sent;
+        self.wire_received += o.wire_received;
+        self.compressed_sent += o.compressed_sent;
+        self.compressed_received += o.compressed_received;
+        for &(p, n) in &o.deflate_agreed {
+            self.count_agreed(p, n);
+        }
+        self.deflate_declined += o.deflate_declined;
+        self.reconnects += o.reconnects;
+    }
+
+    /// Counts `n` handshakes that agreed `params` (a short list: one entry
+    /// per distinct answer, so no allocation once seen).
+    pub fn count_agreed(&mut self, params: Params, n: u64) {
+        match self.deflate_agreed.iter_mut().find(|(p, _)| *p == params) {
+            Some((_, count)) => *count += n,
+            None => self.deflate_agreed.push((params, n)),
+        }
     }
 
     /// Whether any check on the traffic failed.

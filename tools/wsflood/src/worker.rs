@@ -16,7 +16,9 @@
 //! 10 s ends everything.
 
 use crate::alloc;
-use crate::cli::{Mode, Plan};
+use crate::cli::{Mode, PayloadKind, Plan};
+use crate::deflate::{Codecs, ConnDeflate, Sent};
+use crate::json::Json;
 use crate::payload;
 use crate::pubsub;
 use crate::stats::{self, Live, Stats};
@@ -68,6 +70,10 @@ pub struct Shared {
     pub plan: Plan,
     pub start: Instant,
     pub filler: Box<[u8]>,
+    /// --payload json: the messages' tables.
+    pub json: Option<Json>,
+    /// The type of echo and broadcast messages (text for JSON).
+    pub kind: MessageKind,
     /// Connections that are done trying to open (established or failed).
     pub settled: AtomicUsize,
     /// Connections open now.
@@ -86,7 +92,17 @@ pub struct Shared {
 impl Shared {
     pub fn new(plan: Plan) -> Shared {
         let filler = payload::filler(plan.max_size).into_boxed_slice();
+        // The sizes were checked with the plan: this cannot fail.
+        let json = (plan.payload == PayloadKind::Json)
+            .then(|| Json::new(&plan.sizes).ok())
+            .flatten();
         Shared {
+            kind: if json.is_some() {
+                MessageKind::Text
+            } else {
+                MessageKind::Binary
+            },
+            json,
             sent: (0..plan.publishers).map(|_| AtomicU64::new(0)).collect(),
             live: (0..plan.threads).map(|_| Live::default()).collect(),
             pubsub: plan
@@ -170,6 +186,14 @@ struct Conn {
     /// Broadcast: open when publishing began.
     member: bool,
     flow: Flow,
+    /// permessage-deflate, if agreed.
+    deflate: ConnDeflate,
+    /// --lifetime: when to make room for a new connection (0: never), and
+    /// whether that time has come (no more sends; close once answered).
+    retire_at: u64,
+    retiring: bool,
+    /// Connections this slot has had open.
+    generation: u32,
 }
 
 impl Conn {
@@ -211,6 +235,8 @@ struct Ctx {
     rng: u64,
     /// Pubsub: the mode's side of this thread (see pubsub.rs).
     ps: Option<pubsub::Driver>,
+    /// permessage-deflate: the thread's shared codecs.
+    codecs: Codecs,
 }
 
 impl Ctx {
@@ -247,6 +273,8 @@ pub struct Worker {
     rereads_spare: Vec<u32>,
     rbuf: Box<[u8]>,
     wbuf: Vec<u8>,
+    /// A compressed message, inflated.
+    inflated: Vec<u8>,
     /// Connections started, for --connect-rate (churn: --rate).
     started: u64,
     ports: Option<Ports>,
@@ -276,6 +304,10 @@ impl Worker {
                 read_closed: false,
                 member: false,
                 flow: Flow::default(),
+                deflate: ConnDeflate::default(),
+                retire_at: 0,
+                retiring: false,
+                generation: 0,
             })
             .collect();
         let n = conns.len();
@@ -301,6 +333,7 @@ impl Worker {
             outstanding: 0,
             rng: seed,
             ps: pubsub::Driver::new(&sh, index, n),
+            codecs: Codecs::new(plan.deflate.as_ref()),
             sh: sh.clone(),
         };
         Ok(Worker {
@@ -315,6 +348,7 @@ impl Worker {
             rereads_spare: Vec::with_capacity(n),
             rbuf: vec![0; READ_BUFFER].into_boxed_slice(),
             wbuf: Vec::with_capacity(64 << 10),
+            inflated: Vec::new(),
             conns,
             started: 0,
             ports: Ports::new(index, plan.threads),
@@ -693,8 +727,16 @@ impl Worker {
             self.fill(slot, now);
             self.flush(slot);
         }
-        let deadline = self.conns[slot].deadline;
+        let (deadline, retire_at, st) = {
+            let c = &self.conns[slot];
+            (c.deadline, c.retire_at, c.st)
+        };
         self.arm(slot, deadline);
+        if st == St::Open && retire_at > now {
+            // A pacing timer may have taken the place of the retirement's
+            // (once due, the connection waits for its echoes instead).
+            self.arm(slot, retire_at);
+        }
     }
 
     fn run_ready(&mut self, now: u64) {
@@ -797,8 +839,16 @@ impl Worker {
         nonce[8..].copy_from_slice(&ctx.random().to_le_bytes());
         let key = handshake::encode_key(nonce);
         let target = &ctx.sh.plan.target;
-        handshake::write_client_request(&mut self.wbuf, &target.host, &target.path, &key);
-        conn.parser = Some(Box::new(ResponseParser::new(&key)));
+        let offer = ctx.sh.plan.deflate.as_ref().map(|d| &d.offer);
+        handshake::write_client_request_with_extensions::<&str>(
+            &mut self.wbuf,
+            &target.host,
+            &target.path,
+            &key,
+            &[],
+            offer,
+        );
+        conn.parser = Some(Box::new(ResponseParser::with_extensions::<&str>(&key, &[], offer)));
         conn.st = St::Handshaking;
         conn.t_handshake = now;
         conn.deadline = now + ctx.sh.plan.connect_timeout_ns;
@@ -845,6 +895,7 @@ impl Worker {
             match stream.read(rbuf) {
                 Ok(0) => return self.on_eof(slot),
                 Ok(n) => {
+                    self.ctx.stats.wire_received += n as u64;
                     self.on_data(slot, &mut rbuf[..n], now);
                     if self.conns[slot].st == St::Free {
                         self.wbuf.clear();
@@ -940,21 +991,38 @@ impl Worker {
 
     /// Feeds whole frames to the session and handles what it finds.
     fn frames(&mut self, slot: usize, input: &mut [u8], now: u64) {
-        let Worker { conns, ctx, wbuf, .. } = self;
+        let Worker {
+            conns,
+            ctx,
+            wbuf,
+            inflated,
+            ..
+        } = self;
         let conn = &mut conns[slot];
         let mut pos = 0;
         let mut lingering = false;
+        let max_len = usize::try_from(ctx.limits.max_message).unwrap_or(usize::MAX);
         loop {
+            let mut inflate_failed = None;
             match conn.session.handle_input(&ctx.limits, input, &mut pos, wbuf) {
                 Ok(None) => break,
                 Ok(Some(Event::Message(kind, payload))) => match &mut ctx.ps {
                     Some(ps) => ps.on_message(slot, kind, payload, now, &mut ctx.stats, &mut ctx.interval),
                     None => on_message(ctx, conn.id, &mut conn.flow, payload, now),
                 },
+                // RSV1 (RFC 7692 §6): the session lets it through only
+                // with the extension agreed.
+                Ok(Some(Event::Compressed(kind, data))) => {
+                    ctx.stats.compressed_received += 1;
+                    match ctx.codecs.inflate(&mut conn.deflate, kind, data, max_len, inflated) {
+                        Ok(()) => match &mut ctx.ps {
+                            Some(ps) => ps.on_message(slot, kind, inflated, now, &mut ctx.stats, &mut ctx.interval),
+                            None => on_message(ctx, conn.id, &mut conn.flow, inflated, now),
+                        },
+                        Err(why) => inflate_failed = Some(why),
+                    }
+                }
                 Ok(Some(Event::Ping(_) | Event::Pong(_))) => {}
-                // Only with permessage-deflate negotiated, which this client
-                // does not offer: the session refuses RSV1 before this.
-                Ok(Some(Event::Compressed(..))) => ctx.stats.errors.protocol += 1,
                 Ok(Some(Event::Closed { code, .. })) => {
                     if conn.st != St::Closing {
                         *ctx.stats.errors.close_code.entry(code.unwrap_or(1005)).or_default() += 1;
@@ -966,6 +1034,13 @@ impl Worker {
                     ctx.stats.errors.protocol += 1;
                     lingering = true;
                 }
+            }
+            if let Some((code, reason)) = inflate_failed {
+                // The server sent what does not inflate (or past the
+                // limit): fail the connection (RFC 6455 §7.1.7).
+                conn.session.fail_with(code, reason, wbuf);
+                ctx.stats.errors.protocol += 1;
+                lingering = true;
             }
         }
         if lingering {
@@ -993,9 +1068,33 @@ impl Worker {
         ctx.stats.peak_open = ctx.stats.peak_open.max(ctx.open as u64);
         ctx.stats.handshake.saturating_record((now - conn.t_handshake).max(1));
         conn.session = Session::client(ctx.random() as u32);
+        let agreed = conn.parser.as_ref().and_then(|p| p.deflate());
+        match agreed {
+            Some(params) => {
+                conn.session.allow_compression();
+                ctx.stats.count_agreed(params, 1);
+            }
+            None if plan.deflate.is_some() => ctx.stats.deflate_declined += 1,
+            None => {}
+        }
+        conn.deflate = ConnDeflate::agreed(agreed);
         conn.parser = None;
         conn.st = St::Open;
         conn.deadline = 0;
+        conn.retiring = false;
+        conn.retire_at = 0;
+        if plan.lifetime_ns > 0 {
+            // The first generation spread over (0, L], so that reconnects
+            // come at a steady rate from the start; later ones L ± 50 %.
+            let l = plan.lifetime_ns;
+            let life = if conn.generation == 0 {
+                1 + ctx.random() % l
+            } else {
+                l / 2 + ctx.random() % l
+            };
+            conn.retire_at = now + life;
+        }
+        conn.generation += 1;
         let f = &mut conn.flow;
         f.head = 0;
         f.inflight = 0;
@@ -1025,6 +1124,8 @@ impl Worker {
         self.settle();
         let offset = self.phase_offset(slot);
         self.conns[slot].flow.next_send = now + offset;
+        let retire_at = self.conns[slot].retire_at;
+        self.arm(slot, retire_at);
         self.fill(slot, now);
     }
 
@@ -1040,6 +1141,9 @@ impl Worker {
         let conn = &mut conns[slot];
         if conn.st != St::Open || conn.has_pending() {
             return;
+        }
+        if let Some(close_wait) = retire(conn, wbuf, now) {
+            return self.arm(slot, close_wait);
         }
         let (publishers, expect_self, inflight) = {
             let plan = &ctx.sh.plan;
@@ -1140,11 +1244,16 @@ impl Worker {
             wbuf.clear();
             return;
         };
+        let wire = &mut self.ctx.stats.wire_sent;
         let result = if has_pending {
             conn.pending.extend_from_slice(wbuf);
-            write_some(stream, &conn.pending[conn.pending_at..]).map(|n| conn.pending_at += n)
+            write_some(stream, &conn.pending[conn.pending_at..]).map(|n| {
+                *wire += n as u64;
+                conn.pending_at += n
+            })
         } else {
             write_some(stream, wbuf).map(|n| {
+                *wire += n as u64;
                 if n < wbuf.len() {
                     conn.pending.clear();
                     conn.pending.extend_from_slice(&wbuf[n..]);
@@ -1202,6 +1311,14 @@ impl Worker {
         conn.stream = None;
         conn.st = St::Free;
         conn.parser = None;
+        // Its codecs (context takeover) go with it.
+        conn.deflate = ConnDeflate::default();
+        let reconnect = std::mem::take(&mut conn.retiring) && ctx.sending;
+        conn.retire_at = 0;
+        if reconnect {
+            ctx.stats.reconnects += 1;
+            self.free.push(slot as u32);
+        }
         conn.carry.clear();
         conn.pending.clear();
         conn.pending_at = 0;
@@ -1269,6 +1386,23 @@ impl Worker {
     }
 }
 
+/// --lifetime: once a connection's time has come, it sends nothing more
+/// and closes once every echo is back. `None` if it may go on; else the
+/// deadline of its closing handshake, if it began (0 if not yet).
+fn retire(conn: &mut Conn, wbuf: &mut Vec<u8>, now: u64) -> Option<u64> {
+    if !conn.retiring && (conn.retire_at == 0 || now < conn.retire_at) {
+        return None;
+    }
+    conn.retiring = true;
+    if conn.flow.inflight > 0 {
+        return Some(0);
+    }
+    conn.session.close(1000, "wsflood reconnects", wbuf);
+    conn.st = St::Closing;
+    conn.deadline = now + CLOSE_WAIT;
+    Some(conn.deadline)
+}
+
 /// Echo and churn: messages sent and not answered are lost.
 fn lose_outstanding(ctx: &mut Ctx, flow: &mut Flow) {
     ctx.stats.lost += flow.inflight as u64;
@@ -1287,17 +1421,36 @@ fn pace(due: u64, period: u64, now: u64) -> u64 {
     }
 }
 
+/// Queues `ctx.sendbuf[..len]` on the connection, compressed if agreed;
+/// false if the session may no longer send.
+fn send_message(ctx: &mut Ctx, conn: &mut Conn, len: usize, wbuf: &mut Vec<u8>) -> bool {
+    let kind = ctx.sh.kind;
+    match ctx
+        .codecs
+        .send(&mut conn.deflate, &mut conn.session, kind, &ctx.sendbuf[..len], wbuf)
+    {
+        Sent::Refused => false,
+        Sent::Plain => true,
+        Sent::Compressed => {
+            ctx.stats.compressed_sent += 1;
+            true
+        }
+    }
+}
+
 /// Queues the connection's next echo message; false if the session may no
 /// longer send.
 fn send_echo(ctx: &mut Ctx, conn: &mut Conn, wbuf: &mut Vec<u8>, now: u64) -> bool {
-    let plan = &ctx.sh.plan;
-    let f = &mut conn.flow;
-    let seq = f.send_seq;
-    let len = payload::size_of(&plan.sizes, conn.id, seq);
-    payload::stamp_echo(&mut ctx.sendbuf, len, conn.id, seq);
-    if !conn.session.send(MessageKind::Binary, &ctx.sendbuf[..len], wbuf) {
+    let seq = conn.flow.send_seq;
+    let len = payload::size_of(&ctx.sh.plan.sizes, conn.id, seq);
+    match &ctx.sh.json {
+        Some(json) => json.write(&mut ctx.sendbuf, len, conn.id, seq, 0),
+        None => payload::stamp_echo(&mut ctx.sendbuf, len, conn.id, seq),
+    }
+    if !send_message(ctx, conn, len, wbuf) {
         return false;
     }
+    let f = &mut conn.flow;
     let slot = (f.head + f.inflight) % f.sends.len();
     f.sends[slot] = now;
     f.inflight += 1;
@@ -1313,10 +1466,14 @@ fn send_echo(ctx: &mut Ctx, conn: &mut Conn, wbuf: &mut Vec<u8>, now: u64) -> bo
 fn send_bcast(ctx: &mut Ctx, conn: &mut Conn, seq: u64, wbuf: &mut Vec<u8>, now: u64) -> bool {
     let sh = &ctx.sh;
     let len = payload::size_of(&sh.plan.sizes, conn.id, seq);
-    payload::stamp_bcast(&mut ctx.sendbuf, conn.id, seq, now);
-    if !conn.session.send(MessageKind::Binary, &ctx.sendbuf[..len], wbuf) {
+    match &sh.json {
+        Some(json) => json.write(&mut ctx.sendbuf, len, conn.id, seq, now),
+        None => payload::stamp_bcast(&mut ctx.sendbuf, conn.id, seq, now),
+    }
+    if !send_message(ctx, conn, len, wbuf) {
         return false;
     }
+    let sh = &ctx.sh;
     conn.flow.send_seq += 1;
     sh.sent[conn.id as usize].store(conn.flow.send_seq, Relaxed);
     ctx.stats.sent += 1;
@@ -1346,7 +1503,11 @@ fn on_message(ctx: &mut Ctx, id: u32, f: &mut Flow, payload: &[u8], now: u64) {
             ctx.outstanding -= 1;
             record_latency(&mut ctx.stats.latency, &mut ctx.interval, now.saturating_sub(sent_at));
             let len = payload::size_of(&plan.sizes, id, seq);
-            if payload::echo_matches(payload, &sh.filler, len, id, seq) {
+            let matches = match &sh.json {
+                Some(json) => json.echo_matches(payload, len, id, seq),
+                None => payload::echo_matches(payload, &sh.filler, len, id, seq),
+            };
+            if matches {
                 f.echoed = true;
             } else {
                 ctx.stats.mismatched += 1;
@@ -1354,7 +1515,12 @@ fn on_message(ctx: &mut Ctx, id: u32, f: &mut Flow, payload: &[u8], now: u64) {
             }
         }
         Mode::Broadcast => {
-            let Some(b) = payload::read_bcast(payload, &sh.filler, &plan.sizes, plan.publishers as u32) else {
+            let publishers = plan.publishers as u32;
+            let read = match &sh.json {
+                Some(json) => json.read_bcast(payload, &plan.sizes, publishers),
+                None => payload::read_bcast(payload, &sh.filler, &plan.sizes, publishers),
+            };
+            let Some(b) = read else {
                 ctx.stats.mismatched += 1;
                 ctx.stats.errors.mismatch += 1;
                 return;
