@@ -201,13 +201,13 @@ impl Server {
                     }
                 }
             }
+            // The bus's commands go out before this iteration's answers to
+            // clients: a subscriber's ack leaves after its node's SUBSCRIBE.
             if let Some(remote) = &mut self.hub.service.remote {
                 remote.sync(&mut self.hub.service.topics, now);
-            }
-            self.hub.end_iteration(now);
-            if let Some(remote) = &mut self.hub.service.remote {
                 self.redis.flush_all(&mut remote.bus, now);
             }
+            self.hub.end_iteration(now);
             if self.shutdown_done() {
                 return Ok(());
             }

@@ -82,8 +82,11 @@ pub struct Cli {
     /// Server URL: ws://IP[:PORT][/PATH] or wss://... (IP or localhost). Default
     /// ws://127.0.0.1:9001/echo, or ws://127.0.0.1:9001/broadcast/wsflood
     /// in broadcast mode, ws://127.0.0.1:9001/pubsub in pubsub mode.
-    #[arg(long)]
-    pub url: Option<String>,
+    /// Several (repeated, or comma-separated), e.g. the nodes of a cluster:
+    /// connections are spread over them in turn, but publishers (broadcast
+    /// and pubsub, unless --all-to-all) all go to the first.
+    #[arg(long, value_delimiter = ',')]
+    pub url: Vec<String>,
     /// Connections to open (churn: connections in flight at once; pubsub:
     /// subscribers, WebSocket publishers come on top).
     #[arg(short = 'c', long, default_value_t = 100)]
@@ -132,9 +135,10 @@ pub struct Cli {
     /// broadcast_test).
     #[arg(long)]
     pub all_to_all: bool,
-    /// PID of the server, for its CPU time and (idle) RSS before and after.
-    #[arg(long)]
-    pub server_pid: Option<u32>,
+    /// PID of the server, for its CPU time and (idle) RSS before and after;
+    /// several (comma-separated) are summed.
+    #[arg(long, value_delimiter = ',')]
+    pub server_pid: Vec<u32>,
     /// Source addresses to spread connections over (bind before connect),
     /// e.g. 127.0.0.1,127.0.0.2-127.0.0.20.
     #[arg(long)]
@@ -221,8 +225,14 @@ pub struct Cli {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub mode: Mode,
+    /// The URL, or the URLs joined by commas.
     pub url: String,
+    /// The first target (publishers' and metrics').
     pub target: Target,
+    /// Every target (the first one first).
+    pub targets: Vec<Target>,
+    /// Connections with ids below this all go to the first target.
+    pub pinned: u32,
     pub connections: usize,
     pub threads: usize,
     pub connect_rate: f64,
@@ -236,7 +246,7 @@ pub struct Plan {
     pub publishers: usize,
     pub expect_self: bool,
     pub all_to_all: bool,
-    pub server_pid: Option<u32>,
+    pub server_pids: Vec<u32>,
     pub source_addrs: Vec<IpAddr>,
     pub json: Option<PathBuf>,
     pub quiet: bool,
@@ -254,6 +264,17 @@ pub struct Plan {
     pub lifetime_ns: u64,
 }
 
+impl Plan {
+    /// The target of connection `id`: publishers' is the first; the others
+    /// take the targets in turn.
+    pub fn target_of(&self, id: u32) -> &Target {
+        match id.checked_sub(self.pinned) {
+            None => &self.targets[0],
+            Some(i) => &self.targets[i as usize % self.targets.len()],
+        }
+    }
+}
+
 /// Largest payload (the core's default frame and message limit).
 pub const MAX_PAYLOAD: usize = 16 << 20;
 /// Longest run.
@@ -268,17 +289,31 @@ fn secs_to_ns(s: f64) -> u64 {
 impl Cli {
     pub fn plan(self) -> Result<Plan, String> {
         let mode = self.mode.or(self.mode_arg).unwrap_or(Mode::Echo);
-        let url = self.url.clone().unwrap_or_else(|| match mode {
-            Mode::Broadcast => "ws://127.0.0.1:9001/broadcast/wsflood".into(),
-            Mode::Pubsub => "ws://127.0.0.1:9001/pubsub".into(),
-            _ => "ws://127.0.0.1:9001/echo".into(),
-        });
-        let target = target::parse_url(&url)?;
-        if !target::is_loopback(target.addr.ip()) && !self.allow_remote {
-            return Err(format!(
-                "{} is not a loopback address; name it with --allow-remote if you mean it",
-                target.addr.ip()
-            ));
+        let urls: Vec<String> = if self.url.is_empty() {
+            vec![match mode {
+                Mode::Broadcast => "ws://127.0.0.1:9001/broadcast/wsflood".into(),
+                Mode::Pubsub => "ws://127.0.0.1:9001/pubsub".into(),
+                _ => "ws://127.0.0.1:9001/echo".into(),
+            }]
+        } else {
+            self.url.clone()
+        };
+        let url = urls.join(",");
+        let targets = urls
+            .iter()
+            .map(|u| target::parse_url(u))
+            .collect::<Result<Vec<_>, _>>()?;
+        for t in &targets {
+            if !target::is_loopback(t.addr.ip()) && !self.allow_remote {
+                return Err(format!(
+                    "{} is not a loopback address; name it with --allow-remote if you mean it",
+                    t.addr.ip()
+                ));
+            }
+        }
+        let target = targets[0].clone();
+        if targets.iter().any(|t| t.tls != target.tls) {
+            return Err("the URLs must all be ws:// or all wss://".into());
         }
         if self.connections == 0 {
             return Err("--connections must be at least 1".into());
@@ -373,17 +408,26 @@ impl Cli {
             None => Vec::new(),
             Some(list) => {
                 let addrs = target::parse_source_addrs(list)?;
-                if let Some(a) = addrs.iter().find(|a| a.is_ipv4() != target.addr.is_ipv4()) {
+                let families = |a: &IpAddr| targets.iter().any(|t| a.is_ipv4() != t.addr.is_ipv4());
+                if let Some(a) = addrs.iter().find(|a| families(a)) {
                     return Err(format!("source address {a} is not of the target's address family"));
                 }
                 addrs
             }
         };
         let threads = self.threads.min(connections);
+        let pinned = match (&pubsub, self.all_to_all) {
+            (Some(o), _) => o.ws_publishers(),
+            (None, true) => 0,
+            (None, false) if mode == Mode::Broadcast => publishers,
+            (None, false) => 0,
+        } as u32;
         Ok(Plan {
             mode,
             url,
             target,
+            targets,
+            pinned,
             connections,
             threads,
             connect_rate: self.connect_rate,
@@ -395,7 +439,7 @@ impl Cli {
             publishers,
             expect_self: self.expect_self,
             all_to_all: self.all_to_all,
-            server_pid: self.server_pid,
+            server_pids: self.server_pid,
             source_addrs,
             json: self.json,
             quiet: self.quiet,

@@ -84,16 +84,16 @@ fn totals(sh: &Shared) -> Totals {
 }
 
 fn run(plan: Plan) -> i32 {
-    let server = plan.server_pid.map(|p| p.to_string());
-    let rss_before = match &server {
-        Some(pid) => match sys::rss_kib(pid) {
+    let server = plan.server_pids.clone();
+    let rss_before = match server.is_empty() {
+        false => match sys::rss_kib_sum(&server) {
             Ok(kib) => Some(kib),
             Err(e) => {
-                eprintln!("wsflood: cannot read the memory of process {pid}: {e}");
+                eprintln!("wsflood: {e}");
                 return EXIT_USAGE;
             }
         },
-        None => None,
+        true => None,
     };
     let sh = Arc::new(Shared::new(plan));
     let plan = &sh.plan;
@@ -101,7 +101,7 @@ fn run(plan: Plan) -> i32 {
         (
             sh.now(),
             sys::cpu_seconds("self").unwrap_or(0.0),
-            server.as_deref().and_then(|pid| sys::cpu_seconds(pid).ok()),
+            sys::cpu_seconds_sum(&server),
         )
     };
     let cpu0 = cpu_sample();
@@ -161,11 +161,9 @@ fn run(plan: Plan) -> i32 {
         if cpu_stop.is_none() && now >= stop {
             cpu_stop = Some(cpu_sample());
         }
-        if rss_after.is_none() && now >= rss_at {
-            if let Some(pid) = &server {
-                let open = totals(&sh).open;
-                rss_after = sys::rss_kib(pid).ok().map(|kib| (kib, open));
-            }
+        if rss_after.is_none() && now >= rss_at && !server.is_empty() {
+            let open = totals(&sh).open;
+            rss_after = sys::rss_kib_sum(&server).ok().map(|kib| (kib, open));
         }
         if now >= next_tick {
             let t = totals(&sh);
@@ -203,7 +201,7 @@ fn run(plan: Plan) -> i32 {
         if cpu_stop.is_none() {
             wake = wake.min(stop);
         }
-        if rss_after.is_none() && server.is_some() {
+        if rss_after.is_none() && !server.is_empty() {
             wake = wake.min(rss_at);
         }
         match done_rx.recv_timeout(Duration::from_nanos(wake.saturating_sub(now))) {

@@ -350,14 +350,14 @@ impl Shared {
     /// the server's CPU time is read on the inside of the metrics scrape, so
     /// that the scrape's own cost stays out of the window.
     fn sample(&self, sh: &worker::Shared, which: usize) {
-        let target = &sh.plan.target;
-        let server_cpu = || sh.plan.server_pid.and_then(|p| sys::cpu_seconds(&p.to_string()).ok());
+        let targets = &sh.plan.targets;
+        let server_cpu = || sys::cpu_seconds_sum(&sh.plan.server_pids);
         let (metrics, server_cpu) = if which == 0 {
-            let m = scrape::scrape(target.addr, &target.host);
+            let m = scrape::scrape_all(targets);
             (m, server_cpu())
         } else {
             let cpu = server_cpu();
-            (scrape::scrape(target.addr, &target.host), cpu)
+            (scrape::scrape_all(targets), cpu)
         };
         let s = Sample {
             at_ns: sh.now(),

@@ -58,6 +58,22 @@ pub fn cpu_seconds(pid: &str) -> io::Result<f64> {
     Ok(next()? + next()?)
 }
 
+/// The summed resident set of several processes, in KiB.
+pub fn rss_kib_sum(pids: &[u32]) -> Result<u64, String> {
+    pids.iter()
+        .map(|p| rss_kib(&p.to_string()).map_err(|e| format!("cannot read the memory of process {p}: {e}")))
+        .sum()
+}
+
+/// The summed CPU time of several processes (None if there are none, or one
+/// cannot be read).
+pub fn cpu_seconds_sum(pids: &[u32]) -> Option<f64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|p| cpu_seconds(&p.to_string()).ok()).sum()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -824,7 +824,7 @@ impl Worker {
             let Some(Stream::Plain(tcp)) = conn.stream.take() else {
                 unreachable!("matched above")
             };
-            match Stream::tls(tcp, config, &ctx.sh.plan.target.hostname) {
+            match Stream::tls(tcp, config, &ctx.sh.plan.target_of(conn.id).hostname) {
                 Ok(s) => conn.stream = Some(s),
                 Err(e) => {
                     ctx.stats.errors.io_error(&e);
@@ -838,7 +838,7 @@ impl Worker {
         nonce[..8].copy_from_slice(&ctx.random().to_le_bytes());
         nonce[8..].copy_from_slice(&ctx.random().to_le_bytes());
         let key = handshake::encode_key(nonce);
-        let target = &ctx.sh.plan.target;
+        let target = ctx.sh.plan.target_of(conn.id);
         let offer = ctx.sh.plan.deflate.as_ref().map(|d| &d.offer);
         handshake::write_client_request_with_extensions::<&str>(
             &mut self.wbuf,
@@ -1642,7 +1642,7 @@ impl Ports {
 /// A non-blocking TCP connect, from the connection's source address if
 /// --source-addrs names any, and from `port` if given.
 fn connect(plan: &Plan, id: u32, port: Option<u16>) -> Result<TcpStream, Failure> {
-    let addr = plan.target.addr;
+    let addr = plan.target_of(id).addr;
     let socket =
         Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP)).map_err(|_| Failure::Socket)?;
     socket.set_nonblocking(true).map_err(|_| Failure::Socket)?;

@@ -214,3 +214,115 @@ fn a_refused_subscribe_batch_is_counted_and_not_expected() {
     assert_eq!(r.num("verification.foreign"), 0, "{r:?}");
     assert_eq!(r.num("pubsub.expected"), r.num("messages.received"), "{r:?}");
 }
+
+/// A redis-server on a free port for the duration of a test (the tests of
+/// the bus itself are the daemon's, in tests/redis.rs).
+struct Redis {
+    child: std::process::Child,
+    port: u16,
+    dir: std::path::PathBuf,
+}
+
+impl Redis {
+    fn start() -> Redis {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let dir = std::env::temp_dir().join(format!("wsflood-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is not installed (.ci/run installs Debian's redis-server)");
+        let start = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "redis never listened"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        Redis { child, port, dir }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The value of a metric on a daemon's page.
+fn metric(d: &Daemon, name: &str) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(d.addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut page = String::new();
+    s.read_to_string(&mut page).unwrap();
+    page.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn several_urls_subscribers_spread_over_two_nodes_joined_by_redis() {
+    let r = Redis::start();
+    let redis = format!("redis://127.0.0.1:{}", r.port);
+    let d: Vec<Daemon> = (0..2).map(|_| Daemon::start(&["--redis", &redis])).collect();
+    let pids = format!("{},{}", d[0].pid(), d[1].pid());
+    let urls = format!("{},{}", d[0].url("/pubsub"), d[1].url("/pubsub"));
+    // Subscriptions are made on Redis asynchronously: the run's ramp-up
+    // (connect, subscribe, acks) comes before any publish.
+    let r = wsflood(&[
+        "pubsub",
+        "--url",
+        &urls,
+        "-c",
+        "200",
+        "--topics",
+        "20",
+        "--subscriptions",
+        "3",
+        "-p",
+        "2",
+        "--rate",
+        "2000",
+        "-d",
+        "2",
+        "--server-pid",
+        &pids,
+    ]);
+    // Every delivery verified, on both nodes: the half of the subscribers
+    // on node 1 got what the publishers on node 0 sent, through Redis.
+    assert_clean(&r);
+    assert_eq!(
+        r.num("pubsub.server.subscriptions"),
+        200 * 3,
+        "summed over the nodes\n{r:?}"
+    );
+    // The subscribers were spread (the publishers all on node 0).
+    let on_1 = metric(&d[1], "wsloop_connections_accepted_total");
+    assert!((100..=110).contains(&on_1), "{on_1} on node 1");
+    assert!(metric(&d[0], "wsloop_bus_published_total") > 0);
+    assert!(metric(&d[1], "wsloop_bus_received_total") > 0);
+    assert_eq!(metric(&d[1], "wsloop_bus_lost_total"), 0);
+}

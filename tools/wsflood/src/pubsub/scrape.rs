@@ -45,6 +45,26 @@ pub fn scrape(addr: SocketAddr, host: &str) -> Result<Metrics, String> {
     Ok(m)
 }
 
+/// The sums of every target's metrics (each node of a cluster).
+pub fn scrape_all(targets: &[crate::target::Target]) -> Result<Metrics, String> {
+    let mut sum = Metrics::default();
+    for t in targets {
+        let m = scrape(t.addr, &t.host)?;
+        let add = |a: Option<u64>, b: Option<u64>| match (a, b) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        };
+        sum = Metrics {
+            write_calls: add(sum.write_calls, m.write_calls),
+            messages_out: add(sum.messages_out, m.messages_out),
+            deliveries_enveloped: add(sum.deliveries_enveloped, m.deliveries_enveloped),
+            subscriptions: add(sum.subscriptions, m.subscriptions),
+            topics: add(sum.topics, m.topics),
+        };
+    }
+    Ok(sum)
+}
+
 /// Reads the samples wsflood wants from a Prometheus text page.
 pub fn parse(page: &str) -> Metrics {
     let mut m = Metrics::default();
