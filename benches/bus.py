@@ -182,12 +182,16 @@ def run(server: str, nodes: int, subscribers: int, messages: int) -> dict:
         batch = b"".join(masked(PAYLOAD) for _ in range(50))
         sent = 0
         deadline = time.time() + 120
+        # At most 1,000 messages in flight per subscriber: past it the
+        # server stops reading the publisher (backpressure), and a blocked
+        # send here would stop the draining too.
+        window = 1_000 * subscribers * FRAME_OUT
         while got < want:
-            if sent < messages:
+            if sent < messages and sent * subscribers * FRAME_OUT - got < window:
                 n = min(50, messages - sent)
                 publisher.sendall(batch[: n * (6 + len(PAYLOAD))])
                 sent += n
-            for key, _ in sel.select(timeout=0.2 if sent >= messages else 0):
+            for key, _ in sel.select(timeout=0.2 if sent >= messages else 0.001):
                 try:
                     while chunk := key.fileobj.recv(1 << 16):
                         got += len(chunk)
