@@ -185,13 +185,20 @@ def run(argv, tool, out, port, case, echoes, env):
             proc.wait()
 
 
+# Functions whose inclusive cost is shown too.
+INCLUSIVE = (
+    "wsloop::net::hub::Hub<S>::readable",
+    "wsloop::net::hub::Hub<S>::writable",
+    "wsloop::net::hub::Hub<S>::end_iteration",
+    "wsloop::net::server::Server::run",
+)
 ANNOT = re.compile(r"^\s*([\d,]+)\s+(?:\([\d.]+%\)\s+)?(.*?)\s*$")
 
 
-def callgrind_functions(path):
-    """{function: self instructions} and the program total."""
+def callgrind_functions(path, inclusive=False):
+    """{function: self (or inclusive) instructions} and the program total."""
     text = subprocess.run(
-        ["callgrind_annotate", "--inclusive=no", "--threshold=100", "--auto=no", str(path)],
+        ["callgrind_annotate", f"--inclusive={'yes' if inclusive else 'no'}", "--threshold=100", "--auto=no", str(path)],
         capture_output=True,
         text=True,
         check=True,
@@ -206,9 +213,11 @@ def callgrind_functions(path):
             total = n
             continue
         # "file:function [object]", the file being where the code was
-        # inlined from: summed per function.
+        # inlined from. Self cost: summed per function.
+        # Inclusive: the entry of the function's own file holds the whole,
+        # the others parts of it again: the largest.
         name = re.sub(r"\s*\[[^\]]*\]$", "", name).split(":", 1)[-1]
-        funcs[name] = funcs.get(name, 0) + n
+        funcs[name] = max(funcs.get(name, 0), n) if inclusive else funcs.get(name, 0) + n
     return funcs, total
 
 
@@ -273,6 +282,13 @@ def main():
                     d = sorted(diff(fa, fb).items(), key=lambda kv: -abs(kv[1]))
                     for name, v in d[: args.top]:
                         print(f"  {v / n:10,.1f}  {name[:150]}")
+                    # The per-read path alone, without what the loop does
+                    # per iteration (whose share per echo depends on how many
+                    # connections each iteration finds ready).
+                    ia, ib = callgrind_functions(outs[0], True)[0], callgrind_functions(outs[1], True)[0]
+                    for name in INCLUSIVE:
+                        if name in ib:
+                            print(f"  inclusive {(ib[name] - ia.get(name, 0)) / n:10,.1f}  {name}")
                 else:
                     d = diff(strace_calls(outs[0]), strace_calls(outs[1]))
                     total = sum(d.values())
