@@ -283,6 +283,9 @@ impl Session {
                 }
             }
         }
+        if let Some(r) = self.whole_frame(limits, input, pos, out) {
+            return r;
+        }
         loop {
             if self.state == State::Closed {
                 // §7.1.7: after failing or closing, nothing more is processed.
@@ -322,6 +325,76 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// The fast path of [`receive`](Self::receive): a whole data message in
+    /// one frame at `input[*pos..]`, in the form clients send (§5.1: masked;
+    /// FIN set; 7- or 16-bit length; no reserved bit but permessage-deflate's
+    /// RSV1, RFC 7692 §6; within the limits), while nothing else is in
+    /// progress (no header, frame or fragmented message; open; server role).
+    /// Anything else returns `None` having changed nothing, and the general
+    /// path, which applies every rule of §5 itself, takes it. Such a frame
+    /// passes every header rule there too, so the only failure left here is
+    /// its text not being UTF-8 (§8.1), with the general path's reasons.
+    #[inline]
+    fn whole_frame(
+        &mut self,
+        limits: &Limits,
+        input: &mut [u8],
+        pos: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> Option<Result<Option<Received>, ProtocolError>> {
+        if self.rx != Rx::Header || self.hdr_len != 0 || self.message.is_some() {
+            return None;
+        }
+        if self.state != State::Open || self.role != Role::Server {
+            return None;
+        }
+        let avail = &input[*pos..];
+        let (&b0, &b1) = (avail.first()?, avail.get(1)?);
+        // FIN, RSV1 (compressed) or nothing, and Text or Binary.
+        let compressed = match b0 {
+            0x81 | 0x82 => false,
+            0xC1 | 0xC2 if self.deflate => true,
+            _ => return None,
+        };
+        let (len, header) = match b1 {
+            0x80..=0xFD => (usize::from(b1 & 0x7F), 6),
+            0xFE => (usize::from(u16::from_be_bytes([*avail.get(2)?, *avail.get(3)?])), 8),
+            _ => return None,
+        };
+        if avail.len() < header + len || len as u64 > limits.max_frame || len as u64 > limits.max_message {
+            return None;
+        }
+        let key = [
+            avail[header - 4],
+            avail[header - 3],
+            avail[header - 2],
+            avail[header - 1],
+        ];
+        let (start, end) = (*pos + header, *pos + header + len);
+        *pos = end;
+        let payload = &mut input[start..end];
+        mask::apply(payload, key, 0);
+        let kind = if b0 & 0x0F == 1 {
+            MessageKind::Text
+        } else {
+            MessageKind::Binary
+        };
+        let at = Payload::Input(start, end);
+        if compressed {
+            return Some(Ok(Some(Received::Compressed(kind, at))));
+        }
+        if kind == MessageKind::Text {
+            if let Err(e) = core::str::from_utf8(payload) {
+                let reason = match e.error_len() {
+                    Some(_) => "invalid UTF-8 in text message",
+                    None => "text message ends inside a code point",
+                };
+                return Some(Err(self.fail(code::INVALID_PAYLOAD, reason, out)));
+            }
+        }
+        Some(Ok(Some(Received::Message(kind, at))))
     }
 
     /// Reads what the input holds of the current frame's payload; returns
