@@ -303,6 +303,15 @@ impl Connection {
         out: &mut Vec<u8>,
         codec: &'a mut Codec,
     ) -> Option<Event<'a>> {
+        if *pos == input.len() {
+            if let State::Open { session, .. } | State::Closing { session, .. } = &mut self.state {
+                // The input is used up (the call after the last event of a
+                // read): all the session would do with none is this.
+                session.release_delivered();
+                session.note_progress(now);
+                return None;
+            }
+        }
         if let State::Open {
             last_active, pinged, ..
         } = &mut self.state

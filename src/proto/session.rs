@@ -272,17 +272,7 @@ impl Session {
         pos: &mut usize,
         out: &mut Vec<u8>,
     ) -> Result<Option<Received>, ProtocolError> {
-        if self.delivered {
-            self.delivered = false;
-            if let Some(p) = &mut self.partial {
-                p.control.clear();
-                if self.message.is_none() {
-                    // The gathered message went out: release its memory so
-                    // an idle connection holds none.
-                    self.partial = None;
-                }
-            }
-        }
+        self.release_delivered();
         if let Some(r) = self.whole_frame(limits, input, pos, out) {
             return r;
         }
@@ -322,6 +312,24 @@ impl Session {
                     if self.rx == Rx::Payload {
                         return Ok(None);
                     }
+                }
+            }
+        }
+    }
+
+    /// Empties the partial buffers handed out in the last item: what
+    /// [`receive`](Self::receive) does first, and all it does once the
+    /// input is used up (the caller may call this instead then).
+    #[inline]
+    pub fn release_delivered(&mut self) {
+        if self.delivered {
+            self.delivered = false;
+            if let Some(p) = &mut self.partial {
+                p.control.clear();
+                if self.message.is_none() {
+                    // The gathered message went out: release its memory so
+                    // an idle connection holds none.
+                    self.partial = None;
                 }
             }
         }
