@@ -192,6 +192,10 @@ INCLUSIVE = (
     "wsloop::net::hub::Hub<S>::end_iteration",
     "wsloop::net::server::Server::run",
 )
+READ_PATH = INCLUSIVE[0]
+# Echoes per loop iteration that wsloop saw under load_test (100 × 20 B,
+# server and client on a CPU each): /metrics messages_in / loop_iterations.
+REAL_BATCH = 3.6
 ANNOT = re.compile(r"^\s*([\d,]+)\s+(?:\([\d.]+%\)\s+)?(.*?)\s*$")
 
 
@@ -219,6 +223,21 @@ def callgrind_functions(path, inclusive=False):
         name = re.sub(r"\s*\[[^\]]*\]$", "", name).split(":", 1)[-1]
         funcs[name] = max(funcs.get(name, 0), n) if inclusive else funcs.get(name, 0) + n
     return funcs, total
+
+
+def callgrind_calls(path, callee):
+    """How many times `callee` was called, from the callgrind output file
+    (its `cfn=` / `calls=` lines; names may be compressed to `(id)`)."""
+    names, current, count = {}, None, 0
+    for line in Path(path).read_text(errors="replace").splitlines():
+        m = re.match(r"^c?fn=\((\d+)\)(?: (.*))?$", line)
+        if m:
+            if m.group(2):
+                names[m.group(1)] = m.group(2)
+            current = names.get(m.group(1)) if line.startswith("cfn=") else None
+        elif line.startswith("calls=") and current == callee:
+            count += int(line[6:].split()[0])
+    return count
 
 
 def strace_calls(path):
@@ -289,6 +308,17 @@ def main():
                     for name in INCLUSIVE:
                         if name in ib:
                             print(f"  inclusive {(ib[name] - ia.get(name, 0)) / n:10,.1f}  {name}")
+                    # Loop iterations (one epoll_wait each): what the loop
+                    # costs beyond the per-read path, per iteration.
+                    iters = callgrind_calls(outs[1], "epoll_wait") - callgrind_calls(outs[0], "epoll_wait")
+                    per_read = (ib.get(READ_PATH, 0) - ia.get(READ_PATH, 0)) / n
+                    if iters > 0:
+                        rest = (tb - ta) / n - per_read
+                        print(f"  {iters} iterations, {n / iters:.1f} echoes each; outside the per-read path: "
+                              f"{rest * n / iters:,.0f} instructions per iteration")
+                        if per_read:
+                            print(f"  per echo at {REAL_BATCH} echoes per iteration (as under load_test): "
+                                  f"{per_read + rest * n / iters / REAL_BATCH:,.0f}")
                 else:
                     d = diff(strace_calls(outs[0]), strace_calls(outs[1]))
                     total = sum(d.values())
