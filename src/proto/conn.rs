@@ -294,6 +294,7 @@ impl Connection {
     /// the end of the input (`None`, with `*pos == input.len()`). WebSocket
     /// payloads are unmasked in place; replies the protocols require are
     /// appended to `out`.
+    #[inline]
     pub fn handle_input<'a>(
         &'a mut self,
         s: &Settings,
@@ -312,6 +313,20 @@ impl Connection {
                 return None;
             }
         }
+        self.handle_more_input(s, now, input, pos, out, codec)
+    }
+
+    /// [`handle_input`](Self::handle_input) but for a session at the end of
+    /// its input.
+    fn handle_more_input<'a>(
+        &'a mut self,
+        s: &Settings,
+        now: u64,
+        input: &'a mut [u8],
+        pos: &mut usize,
+        out: &mut Vec<u8>,
+        codec: &'a mut Codec,
+    ) -> Option<Event<'a>> {
         if let State::Open {
             last_active, pinged, ..
         } = &mut self.state
