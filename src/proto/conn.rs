@@ -40,7 +40,7 @@ use super::deflate::{Codec, Dedicated, InflateError, Params};
 use super::frame::{self, Opcode};
 use super::handshake::{self, Method, Request, RequestParser};
 use super::http::{HeadLimits, HttpError, Progress};
-use super::session::{Limits, MessageKind, ProtocolError, Received, Session};
+use super::session::{Limits, MessageKind, Payload, ProtocolError, Received, Session, Whole};
 
 /// Timeouts and limits of every connection (the loop holds one copy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,6 +313,32 @@ impl Connection {
                 return None;
             }
         }
+        if let State::Open {
+            session,
+            last_active,
+            pinged,
+            ..
+        } = &mut self.state
+        {
+            // The common case, a whole message in one frame, without the
+            // general loop.
+            if let Some(r) = session.receive_whole(&s.limits, input, pos, out) {
+                *last_active = now;
+                *pinged = false;
+                return match r {
+                    Ok(Whole {
+                        kind,
+                        at: Payload::Input(start, end),
+                        compressed: false,
+                    }) => Some(Event::Message(kind, &input[start..end])),
+                    Ok(w) => self.message_event(s, now, w.kind, w.at, w.compressed, input, out, codec),
+                    Err(e) => {
+                        self.end(s, now);
+                        Some(Event::Failed(e))
+                    }
+                };
+            }
+        }
         self.handle_more_input(s, now, input, pos, out, codec)
     }
 
@@ -438,6 +464,23 @@ impl Connection {
                 }
             }
         };
+        self.message_event(s, now, kind, at, compressed, input, out, codec)
+    }
+
+    /// The event for a data message the open session located at `at`:
+    /// inflated first if `compressed`.
+    #[allow(clippy::too_many_arguments)]
+    fn message_event<'a>(
+        &'a mut self,
+        s: &Settings,
+        now: u64,
+        kind: MessageKind,
+        at: Payload,
+        compressed: bool,
+        input: &'a [u8],
+        out: &mut Vec<u8>,
+        codec: &'a mut Codec,
+    ) -> Option<Event<'a>> {
         if !compressed {
             let State::Open { session, .. } = &self.state else {
                 unreachable!("a message is handed on only while open")
@@ -726,7 +769,7 @@ fn inflate(
     session: &Session,
     dedicated: &mut Option<Box<Dedicated>>,
     kind: MessageKind,
-    at: super::session::Payload,
+    at: Payload,
     input: &[u8],
     s: &Settings,
     codec: &mut Codec,

@@ -105,6 +105,17 @@ pub enum Received {
     Closed(Option<u16>, Payload),
 }
 
+/// A whole single-frame data message, found by [`Session::receive_whole`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Whole {
+    pub kind: MessageKind,
+    /// Where its payload lies: always [`Payload::Input`].
+    pub at: Payload,
+    /// RSV1 under permessage-deflate (RFC 7692 §6): the caller inflates it
+    /// (and checks text for UTF-8 after).
+    pub compressed: bool,
+}
+
 /// Why we failed the connection; a Close with `code` has been queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProtocolError {
@@ -272,9 +283,14 @@ impl Session {
         pos: &mut usize,
         out: &mut Vec<u8>,
     ) -> Result<Option<Received>, ProtocolError> {
-        self.release_delivered();
-        if let Some(r) = self.whole_frame(limits, input, pos, out) {
-            return r;
+        if let Some(r) = self.receive_whole(limits, input, pos, out) {
+            return r.map(|w| {
+                Some(if w.compressed {
+                    Received::Compressed(w.kind, w.at)
+                } else {
+                    Received::Message(w.kind, w.at)
+                })
+            });
         }
         loop {
             if self.state == State::Closed {
@@ -335,23 +351,27 @@ impl Session {
         }
     }
 
-    /// The fast path of [`receive`](Self::receive): a whole data message in
-    /// one frame at `input[*pos..]`, in the form clients send (§5.1: masked;
-    /// FIN set; 7- or 16-bit length; no reserved bit but permessage-deflate's
-    /// RSV1, RFC 7692 §6; within the limits), while nothing else is in
-    /// progress (no header, frame or fragmented message; open; server role).
-    /// Anything else returns `None` having changed nothing, and the general
-    /// path, which applies every rule of §5 itself, takes it. Such a frame
-    /// passes every header rule there too, so the only failure left here is
-    /// its text not being UTF-8 (§8.1), with the general path's reasons.
-    #[inline]
-    fn whole_frame(
+    /// The fast path of [`receive`](Self::receive), which it tries first (a
+    /// caller may too, and call `receive` only when this returns `None`): a
+    /// whole data message in one frame at `input[*pos..]`, in the form
+    /// clients send (§5.1: masked; FIN set; 7- or 16-bit length; no reserved
+    /// bit but permessage-deflate's RSV1, RFC 7692 §6; within the limits),
+    /// while nothing else is in progress (no header, frame or fragmented
+    /// message; open; server role). Its payload is unmasked in place and
+    /// located in the input ([`Payload::Input`]). Anything else returns `None` having changed
+    /// nothing but released what was handed out, and the general path, which
+    /// applies every rule of §5 itself, takes it. Such a frame passes every
+    /// header rule there too, so the only failure left here is its text not
+    /// being UTF-8 (§8.1), with the general path's reasons.
+    #[inline(always)]
+    pub fn receive_whole(
         &mut self,
         limits: &Limits,
         input: &mut [u8],
         pos: &mut usize,
         out: &mut Vec<u8>,
-    ) -> Option<Result<Option<Received>, ProtocolError>> {
+    ) -> Option<Result<Whole, ProtocolError>> {
+        self.release_delivered();
         if self.rx != Rx::Header || self.hdr_len != 0 || self.message.is_some() {
             return None;
         }
@@ -389,11 +409,12 @@ impl Session {
         } else {
             MessageKind::Binary
         };
-        let at = Payload::Input(start, end);
-        if compressed {
-            return Some(Ok(Some(Received::Compressed(kind, at))));
-        }
-        if kind == MessageKind::Text {
+        let whole = Whole {
+            kind,
+            at: Payload::Input(start, end),
+            compressed,
+        };
+        if kind == MessageKind::Text && !compressed {
             if let Err(e) = core::str::from_utf8(payload) {
                 let reason = match e.error_len() {
                     Some(_) => "invalid UTF-8 in text message",
@@ -402,7 +423,7 @@ impl Session {
                 return Some(Err(self.fail(code::INVALID_PAYLOAD, reason, out)));
             }
         }
-        Some(Ok(Some(Received::Message(kind, at))))
+        Some(Ok(whole))
     }
 
     /// Reads what the input holds of the current frame's payload; returns
