@@ -707,7 +707,16 @@ impl Connection {
     /// frame is rewritten with RSV1 set and the compressed payload (RFC 7692
     /// §7.2.1). Compression that fails leaves the frame as it was
     /// (uncompressed is always allowed, §6).
+    #[inline]
     pub fn compress_tail(&mut self, codec: &mut Codec, out: &mut Vec<u8>, at: usize) {
+        if let State::Open { deflate: Some(_), .. } = self.state {
+            self.compress_frame(codec, out, at);
+        }
+    }
+
+    /// [`compress_tail`](Self::compress_tail) once permessage-deflate is known
+    /// to be negotiated.
+    fn compress_frame(&mut self, codec: &mut Codec, out: &mut Vec<u8>, at: usize) {
         let State::Open {
             deflate: Some(params),
             dedicated,
