@@ -410,7 +410,7 @@ impl<S: Transport> Hub<S> {
         if conn.route != Route::None && !conn.proto.is_open() {
             self.service.detach(key, &mut conn.route);
         }
-        if conn.queued() == 0 {
+        if conn.out.as_ref().is_some_and(|q| q.is_empty()) {
             conn.out = None;
         }
         self.memory.sync(conn);
