@@ -256,6 +256,7 @@ impl<S: Transport> Hub<S> {
 
     /// Feeds `n` bytes just read into the read buffer to connection `key`,
     /// handing its events to the service; answers go to the write buffer.
+    #[inline(always)]
     fn feed(&mut self, key: usize, now: u64, n: usize) {
         let Hub {
             conns,
