@@ -22,6 +22,7 @@ use crate::proto::close::code;
 use crate::proto::conn::{Answer, Connection, Event, Expired, Flushed, Response, Settings};
 use crate::proto::deflate::{Codec, DeflateConfig, Mode};
 use crate::proto::frame;
+use crate::proto::handshake::Request;
 use crate::proto::http::HttpError;
 use crate::service::metrics::{self, Snapshot};
 use crate::service::{Command, Page, Reply, Route, Service};
@@ -260,6 +261,7 @@ impl<S: Transport> Hub<S> {
 
     /// Feeds `n` bytes just read into the read buffer to connection `key`,
     /// handing its events to the service; answers go to the write buffer.
+    #[inline(always)]
     fn feed(&mut self, key: usize, now: u64, n: usize) {
         let Hub {
             conns,
@@ -282,15 +284,6 @@ impl<S: Transport> Hub<S> {
                 return;
             };
             let reply = match event {
-                Event::Request(req) if conn.stream.probes_only() && !is_probe(&req.target) => {
-                    debug!("#{key}: {:?} {} on the probe listener", req.method, req.target);
-                    Reply::Refuse(HttpError::new(404, "only /healthz and /metrics on this port"))
-                }
-                Event::Request(req) => {
-                    debug!("#{key}: {:?} {}", req.method, req.target);
-                    service.on_request(key, req, config)
-                }
-                Event::Body(req, body) => service.on_body(req, body, config),
                 Event::Message(kind, payload) => {
                     trace!("#{key}: {kind:?} message of {} bytes", payload.len());
                     let (mut sent, mut close) = (None, None);
@@ -329,32 +322,19 @@ impl<S: Transport> Hub<S> {
                     service.stats.count_http_error(e.status);
                     continue;
                 }
+                Event::Request(req) => request_reply(key, req, conn.stream.probes_only(), service, config),
+                Event::Body(req, body) => service.on_body(req, body, config),
             };
-            let metrics_body =
-                (reply == Reply::Metrics).then(|| metrics::render(&snapshot(conns, service, timers, memory)));
-            let conn = &mut conns[key];
-            // Pipelined requests are answered while their output is under
-            // the backpressure cap; the one that passes it closes the
-            // connection, so a client that sends many requests and reads
-            // nothing cannot grow our memory.
-            let close = wbuf.len() + conn.queued() >= config.max_backpressure;
-            let reply = match reply {
-                Reply::ReadBody(len) if !memory.fits(len) => {
-                    service.stats.memory_refused_bodies += 1;
-                    Reply::Refuse(HttpError::new(503, "out of memory for request bodies; try again later"))
-                }
-                other => other,
+            let hub = HttpParts {
+                conns,
+                service,
+                config,
+                settings,
+                wbuf,
+                timers,
+                memory,
             };
-            match &reply {
-                Reply::Upgrade { route, .. } => conn.route = *route,
-                Reply::Refuse(e) => service.stats.count_http_error(e.status),
-                _ => {}
-            }
-            let answer = to_answer(&reply, config, metrics_body.as_deref(), close);
-            conn.proto.answer(settings, now, answer, wbuf);
-            if config.deflate.is_some_and(|d| d.mode == Mode::Dedicated) {
-                conn.proto.set_dedicated(config.deflate_level);
-            }
+            hub.answer(key, now, reply);
         }
     }
 
@@ -414,7 +394,7 @@ impl<S: Transport> Hub<S> {
         if conn.route != Route::None && !conn.proto.is_open() {
             self.service.detach(key, &mut conn.route);
         }
-        if conn.queued() == 0 {
+        if conn.out.as_ref().is_some_and(|q| q.is_empty()) {
             conn.out = None;
         }
         self.memory.sync(conn);
@@ -522,6 +502,73 @@ impl<S: Transport> Hub<S> {
             self.timers.remove(key);
             self.service.stats.closed += 1;
             debug!("#{key} closed: {why} ({} bytes unsent)", conn.queued());
+        }
+    }
+}
+
+/// The service's reply to a request head (the probe listener answers only
+/// its two paths). Out of line, as is [`HttpParts::answer`]: once per HTTP
+/// request, and kept apart from the loop over WebSocket messages.
+#[inline(never)]
+fn request_reply(key: usize, req: &Request, probes_only: bool, service: &mut Service, config: &Config) -> Reply {
+    if probes_only && !is_probe(&req.target) {
+        debug!("#{key}: {:?} {} on the probe listener", req.method, req.target);
+        return Reply::Refuse(HttpError::new(404, "only /healthz and /metrics on this port"));
+    }
+    debug!("#{key}: {:?} {}", req.method, req.target);
+    service.on_request(key, req, config)
+}
+
+/// What answering a request needs of the hub, borrowed apart from the read
+/// buffer that the request came in.
+struct HttpParts<'h, S> {
+    conns: &'h mut Slab<Conn<S>>,
+    service: &'h mut Service,
+    config: &'h Config,
+    settings: &'h Settings,
+    wbuf: &'h mut Vec<u8>,
+    timers: &'h Timers,
+    memory: &'h Budget,
+}
+
+impl<S: Transport> HttpParts<'_, S> {
+    /// Answers connection `key`'s request (or body) with the service's
+    /// `reply`.
+    #[inline(never)]
+    fn answer(self, key: usize, now: u64, reply: Reply) {
+        let HttpParts {
+            conns,
+            service,
+            config,
+            settings,
+            wbuf,
+            timers,
+            memory,
+        } = self;
+        let metrics_body =
+            (reply == Reply::Metrics).then(|| metrics::render(&snapshot(conns, service, timers, memory)));
+        let conn = &mut conns[key];
+        // Pipelined requests are answered while their output is under the
+        // backpressure cap; the one that passes it closes the connection, so
+        // a client that sends many requests and reads nothing cannot grow
+        // our memory.
+        let close = wbuf.len() + conn.queued() >= config.max_backpressure;
+        let reply = match reply {
+            Reply::ReadBody(len) if !memory.fits(len) => {
+                service.stats.memory_refused_bodies += 1;
+                Reply::Refuse(HttpError::new(503, "out of memory for request bodies; try again later"))
+            }
+            other => other,
+        };
+        match &reply {
+            Reply::Upgrade { route, .. } => conn.route = *route,
+            Reply::Refuse(e) => service.stats.count_http_error(e.status),
+            _ => {}
+        }
+        let answer = to_answer(&reply, config, metrics_body.as_deref(), close);
+        conn.proto.answer(settings, now, answer, wbuf);
+        if config.deflate.is_some_and(|d| d.mode == Mode::Dedicated) {
+            conn.proto.set_dedicated(config.deflate_level);
         }
     }
 }

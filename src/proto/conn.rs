@@ -40,7 +40,7 @@ use super::deflate::{Codec, Dedicated, InflateError, Params};
 use super::frame::{self, Opcode};
 use super::handshake::{self, Method, Request, RequestParser};
 use super::http::{HeadLimits, HttpError, Progress};
-use super::session::{Limits, MessageKind, ProtocolError, Received, Session};
+use super::session::{Limits, MessageKind, Payload, ProtocolError, Received, Session, Whole};
 
 /// Timeouts and limits of every connection (the loop holds one copy).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -294,7 +294,57 @@ impl Connection {
     /// the end of the input (`None`, with `*pos == input.len()`). WebSocket
     /// payloads are unmasked in place; replies the protocols require are
     /// appended to `out`.
+    #[inline]
     pub fn handle_input<'a>(
+        &'a mut self,
+        s: &Settings,
+        now: u64,
+        input: &'a mut [u8],
+        pos: &mut usize,
+        out: &mut Vec<u8>,
+        codec: &'a mut Codec,
+    ) -> Option<Event<'a>> {
+        if *pos == input.len() {
+            if let State::Open { session, .. } | State::Closing { session, .. } = &mut self.state {
+                // The input is used up (the call after the last event of a
+                // read): all the session would do with none is this.
+                session.release_delivered();
+                session.note_progress(now);
+                return None;
+            }
+        }
+        if let State::Open {
+            session,
+            last_active,
+            pinged,
+            ..
+        } = &mut self.state
+        {
+            // The common case, a whole message in one frame, without the
+            // general loop.
+            if let Some(r) = session.receive_whole(&s.limits, input, pos, out) {
+                *last_active = now;
+                *pinged = false;
+                return match r {
+                    Ok(Whole {
+                        kind,
+                        at: Payload::Input(start, end),
+                        compressed: false,
+                    }) => Some(Event::Message(kind, &input[start..end])),
+                    Ok(w) => self.message_event(s, now, w.kind, w.at, w.compressed, input, out, codec),
+                    Err(e) => {
+                        self.end(s, now);
+                        Some(Event::Failed(e))
+                    }
+                };
+            }
+        }
+        self.handle_more_input(s, now, input, pos, out, codec)
+    }
+
+    /// [`handle_input`](Self::handle_input) but for a session at the end of
+    /// its input.
+    fn handle_more_input<'a>(
         &'a mut self,
         s: &Settings,
         now: u64,
@@ -414,6 +464,23 @@ impl Connection {
                 }
             }
         };
+        self.message_event(s, now, kind, at, compressed, input, out, codec)
+    }
+
+    /// The event for a data message the open session located at `at`:
+    /// inflated first if `compressed`.
+    #[allow(clippy::too_many_arguments)]
+    fn message_event<'a>(
+        &'a mut self,
+        s: &Settings,
+        now: u64,
+        kind: MessageKind,
+        at: Payload,
+        compressed: bool,
+        input: &'a [u8],
+        out: &mut Vec<u8>,
+        codec: &'a mut Codec,
+    ) -> Option<Event<'a>> {
         if !compressed {
             let State::Open { session, .. } = &self.state else {
                 unreachable!("a message is handed on only while open")
@@ -640,7 +707,16 @@ impl Connection {
     /// frame is rewritten with RSV1 set and the compressed payload (RFC 7692
     /// §7.2.1). Compression that fails leaves the frame as it was
     /// (uncompressed is always allowed, §6).
+    #[inline]
     pub fn compress_tail(&mut self, codec: &mut Codec, out: &mut Vec<u8>, at: usize) {
+        if let State::Open { deflate: Some(_), .. } = self.state {
+            self.compress_frame(codec, out, at);
+        }
+    }
+
+    /// [`compress_tail`](Self::compress_tail) once permessage-deflate is known
+    /// to be negotiated.
+    fn compress_frame(&mut self, codec: &mut Codec, out: &mut Vec<u8>, at: usize) {
         let State::Open {
             deflate: Some(params),
             dedicated,
@@ -702,7 +778,7 @@ fn inflate(
     session: &Session,
     dedicated: &mut Option<Box<Dedicated>>,
     kind: MessageKind,
-    at: super::session::Payload,
+    at: Payload,
     input: &[u8],
     s: &Settings,
     codec: &mut Codec,

@@ -190,23 +190,50 @@ pub fn encode(fin: bool, opcode: Opcode, len: u64, mask: Option<[u8; 4]>) -> Enc
 
 /// Appends one complete frame (header and payload, masked with `mask` if
 /// given) to `out`.
+#[inline]
 pub fn write(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], mask: Option<[u8; 4]>) {
-    let header = encode(true, opcode, payload.len() as u64, mask);
+    match mask {
+        None => write_unmasked(out, 0x80 | opcode as u8, payload),
+        Some(key) => write_masked(out, opcode, payload, key),
+    }
+}
+
+/// A server's frame (FIN set, no mask) with first byte `b0`: the header in
+/// the shortest length form (§5.2), then the payload.
+#[inline]
+fn write_unmasked(out: &mut Vec<u8>, b0: u8, payload: &[u8]) {
+    let len = payload.len();
+    let mut header = [b0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+    let n = if len < 126 {
+        header[1] = len as u8;
+        2
+    } else if len <= usize::from(u16::MAX) {
+        header[1] = 126;
+        header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+        4
+    } else {
+        header[1] = 127;
+        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
+        10
+    };
+    out.reserve(n + len);
+    out.extend_from_slice(&header[..n]);
+    out.extend_from_slice(payload);
+}
+
+fn write_masked(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], key: [u8; 4]) {
+    let header = encode(true, opcode, payload.len() as u64, Some(key));
     out.reserve(header.as_slice().len() + payload.len());
     out.extend_from_slice(header.as_slice());
     let start = out.len();
     out.extend_from_slice(payload);
-    if let Some(key) = mask {
-        super::mask::apply(&mut out[start..], key, 0);
-    }
+    super::mask::apply(&mut out[start..], key, 0);
 }
 
 /// Appends one complete unmasked frame whose payload is compressed by
 /// permessage-deflate: RSV1 set (RFC 7692 §6).
 pub fn write_compressed(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
-    let at = out.len();
-    write(out, opcode, payload, None);
-    out[at] |= 0x40;
+    write_unmasked(out, 0xC0 | opcode as u8, payload);
 }
 
 #[cfg(test)]
@@ -322,5 +349,25 @@ mod tests {
         let mut out = Vec::new();
         write(&mut out, Opcode::Text, b"Hello", Some([0x37, 0xfa, 0x21, 0x3d]));
         assert_eq!(out, [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+    }
+
+    #[test]
+    fn unmasked_frames_are_the_encoded_header_then_the_payload() {
+        for len in [0, 1, 125, 126, 127, 65535, 65536, 70_000] {
+            let payload: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            for op in [Opcode::Text, Opcode::Binary, Opcode::Ping, Opcode::Close] {
+                let mut expect = b"before".to_vec();
+                expect.extend_from_slice(encode(true, op, len as u64, None).as_slice());
+                expect.extend_from_slice(&payload);
+                let mut out = b"before".to_vec();
+                write(&mut out, op, &payload, None);
+                assert_eq!(out, expect, "{op:?}, {len} bytes");
+                // permessage-deflate: the same with RSV1 (RFC 7692 §6).
+                expect[6] |= 0x40;
+                let mut out = b"before".to_vec();
+                write_compressed(&mut out, op, &payload);
+                assert_eq!(out, expect, "{op:?}, {len} bytes compressed");
+            }
+        }
     }
 }

@@ -4,10 +4,12 @@
 //! > octet i of the original data ("original-octet-i") with octet at index
 //! > i modulo 4 of the masking key ("masking-key-octet-j").
 //!
-//! Masking and unmasking are the same operation. [`apply`] works eight bytes
-//! at a time on a `u64` (no `unsafe`: `chunks_exact_mut` + `from_ne_bytes`
-//! compile to plain 64-bit loads and stores, and the loop auto-vectorises);
-//! [`apply_bytewise`] is the obviously-correct reference it is tested against.
+//! Masking and unmasking are the same operation. [`apply`] works 32 bytes
+//! at a time as four `u64` words, which the compiler turns into two 16-byte
+//! vector operations even on baseline x86-64 (SSE2), then a word, a half
+//! word and bytes (no `unsafe`: `chunks_exact_mut` + `from_ne_bytes`
+//! compile to plain loads and stores); [`apply_bytewise`] is the
+//! obviously-correct reference it is tested against.
 
 /// XORs `buf` with `key`, starting at key offset `offset % 4`, and returns
 /// the key offset for the byte that follows `buf`: feed it back in when a
@@ -16,25 +18,41 @@
 pub fn apply(buf: &mut [u8], key: [u8; 4], offset: usize) -> usize {
     let offset = offset & 3;
     // Rotate the key so that byte 0 of `buf` lines up with key byte `offset`.
-    let k4 = [
-        key[offset],
-        key[(offset + 1) & 3],
-        key[(offset + 2) & 3],
-        key[(offset + 3) & 3],
-    ];
-    let wide = u64::from_ne_bytes([k4[0], k4[1], k4[2], k4[3], k4[0], k4[1], k4[2], k4[3]]);
+    let bits = 8 * offset as u32;
+    let k = u32::from_ne_bytes(key);
+    let k = if cfg!(target_endian = "little") {
+        k.rotate_right(bits)
+    } else {
+        k.rotate_left(bits)
+    };
+    let wide = (u64::from(k) << 32) | u64::from(k);
 
-    let mut chunks = buf.chunks_exact_mut(8);
-    for chunk in &mut chunks {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let x = u64::from_ne_bytes(word) ^ wide;
-        chunk.copy_from_slice(&x.to_ne_bytes());
+    let mut blocks = buf.chunks_exact_mut(32);
+    for block in &mut blocks {
+        let mut words = [0u64; 4];
+        for (w, bytes) in words.iter_mut().zip(block.chunks_exact(8)) {
+            *w = u64::from_ne_bytes(bytes.try_into().expect("8 bytes")) ^ wide;
+        }
+        for (w, bytes) in words.iter().zip(block.chunks_exact_mut(8)) {
+            bytes.copy_from_slice(&w.to_ne_bytes());
+        }
     }
-    // Tail: fewer than eight bytes, still aligned with the rotated key since
-    // the body was a multiple of four.
-    for (i, b) in chunks.into_remainder().iter_mut().enumerate() {
-        *b ^= k4[i & 3];
+    // The rest, under 32 bytes; every piece so far was a multiple of four
+    // long, so the key stays lined up.
+    let mut words = blocks.into_remainder().chunks_exact_mut(8);
+    for bytes in &mut words {
+        let w = u64::from_ne_bytes((&*bytes).try_into().expect("8 bytes")) ^ wide;
+        bytes.copy_from_slice(&w.to_ne_bytes());
+    }
+    let mut tail = words.into_remainder();
+    if tail.len() >= 4 {
+        let (half, rest) = tail.split_at_mut(4);
+        let w = u32::from_ne_bytes((&*half).try_into().expect("4 bytes")) ^ k;
+        half.copy_from_slice(&w.to_ne_bytes());
+        tail = rest;
+    }
+    for (b, k) in tail.iter_mut().zip(k.to_ne_bytes()) {
+        *b ^= k;
     }
     (offset + buf.len()) & 3
 }

@@ -105,6 +105,17 @@ pub enum Received {
     Closed(Option<u16>, Payload),
 }
 
+/// A whole single-frame data message, found by [`Session::receive_whole`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Whole {
+    pub kind: MessageKind,
+    /// Where its payload lies: always [`Payload::Input`].
+    pub at: Payload,
+    /// RSV1 under permessage-deflate (RFC 7692 §6): the caller inflates it
+    /// (and checks text for UTF-8 after).
+    pub compressed: bool,
+}
+
 /// Why we failed the connection; a Close with `code` has been queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ProtocolError {
@@ -272,16 +283,14 @@ impl Session {
         pos: &mut usize,
         out: &mut Vec<u8>,
     ) -> Result<Option<Received>, ProtocolError> {
-        if self.delivered {
-            self.delivered = false;
-            if let Some(p) = &mut self.partial {
-                p.control.clear();
-                if self.message.is_none() {
-                    // The gathered message went out: release its memory so
-                    // an idle connection holds none.
-                    self.partial = None;
-                }
-            }
+        if let Some(r) = self.receive_whole(limits, input, pos, out) {
+            return r.map(|w| {
+                Some(if w.compressed {
+                    Received::Compressed(w.kind, w.at)
+                } else {
+                    Received::Message(w.kind, w.at)
+                })
+            });
         }
         loop {
             if self.state == State::Closed {
@@ -322,6 +331,99 @@ impl Session {
                 }
             }
         }
+    }
+
+    /// Empties the partial buffers handed out in the last item: what
+    /// [`receive`](Self::receive) does first, and all it does once the
+    /// input is used up (the caller may call this instead then).
+    #[inline]
+    pub fn release_delivered(&mut self) {
+        if self.delivered {
+            self.delivered = false;
+            if let Some(p) = &mut self.partial {
+                p.control.clear();
+                if self.message.is_none() {
+                    // The gathered message went out: release its memory so
+                    // an idle connection holds none.
+                    self.partial = None;
+                }
+            }
+        }
+    }
+
+    /// The fast path of [`receive`](Self::receive), which it tries first (a
+    /// caller may too, and call `receive` only when this returns `None`): a
+    /// whole data message in one frame at `input[*pos..]`, in the form
+    /// clients send (§5.1: masked; FIN set; 7- or 16-bit length; no reserved
+    /// bit but permessage-deflate's RSV1, RFC 7692 §6; within the limits),
+    /// while nothing else is in progress (no header, frame or fragmented
+    /// message; open; server role). Its payload is unmasked in place and
+    /// located in the input ([`Payload::Input`]). Anything else returns `None` having changed
+    /// nothing but released what was handed out, and the general path, which
+    /// applies every rule of §5 itself, takes it. Such a frame passes every
+    /// header rule there too, so the only failure left here is its text not
+    /// being UTF-8 (§8.1), with the general path's reasons.
+    #[inline(always)]
+    pub fn receive_whole(
+        &mut self,
+        limits: &Limits,
+        input: &mut [u8],
+        pos: &mut usize,
+        out: &mut Vec<u8>,
+    ) -> Option<Result<Whole, ProtocolError>> {
+        self.release_delivered();
+        if self.rx != Rx::Header || self.hdr_len != 0 || self.message.is_some() {
+            return None;
+        }
+        if self.state != State::Open || self.role != Role::Server {
+            return None;
+        }
+        let avail = &input[*pos..];
+        let (&b0, &b1) = (avail.first()?, avail.get(1)?);
+        // FIN, RSV1 (compressed) or nothing, and Text or Binary.
+        let compressed = match b0 {
+            0x81 | 0x82 => false,
+            0xC1 | 0xC2 if self.deflate => true,
+            _ => return None,
+        };
+        let (len, header) = match b1 {
+            0x80..=0xFD => (usize::from(b1 & 0x7F), 6),
+            0xFE => (usize::from(u16::from_be_bytes([*avail.get(2)?, *avail.get(3)?])), 8),
+            _ => return None,
+        };
+        if avail.len() < header + len || len as u64 > limits.max_frame || len as u64 > limits.max_message {
+            return None;
+        }
+        let key = [
+            avail[header - 4],
+            avail[header - 3],
+            avail[header - 2],
+            avail[header - 1],
+        ];
+        let (start, end) = (*pos + header, *pos + header + len);
+        *pos = end;
+        let payload = &mut input[start..end];
+        mask::apply(payload, key, 0);
+        let kind = if b0 & 0x0F == 1 {
+            MessageKind::Text
+        } else {
+            MessageKind::Binary
+        };
+        let whole = Whole {
+            kind,
+            at: Payload::Input(start, end),
+            compressed,
+        };
+        if kind == MessageKind::Text && !compressed {
+            if let Err(e) = core::str::from_utf8(payload) {
+                let reason = match e.error_len() {
+                    Some(_) => "invalid UTF-8 in text message",
+                    None => "text message ends inside a code point",
+                };
+                return Some(Err(self.fail(code::INVALID_PAYLOAD, reason, out)));
+            }
+        }
+        Some(Ok(whole))
     }
 
     /// Reads what the input holds of the current frame's payload; returns

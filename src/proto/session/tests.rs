@@ -354,6 +354,25 @@ fn size_limits_on_the_declared_length() {
         &[Fail(1009)],
         &fail_out(1009, "frame exceeds the size limit"),
     );
+    // ...and one that is all there (a whole frame takes a fast path) too.
+    check_with(
+        Role::Server,
+        limits,
+        &big,
+        &[Fail(1009)],
+        &fail_out(1009, "frame exceeds the size limit"),
+    );
+    let small_messages = Limits {
+        max_frame: 100,
+        max_message: 10,
+    };
+    check_with(
+        Role::Server,
+        small_messages,
+        &cf(true, Opcode::Binary, &[0; 11]),
+        &[Fail(1009)],
+        &fail_out(1009, "message exceeds the size limit"),
+    );
     let input = cat(&[
         cf(false, Opcode::Binary, &[1; 100]),
         cf(true, Opcode::Continuation, &[2; 51]),
