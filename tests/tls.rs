@@ -207,6 +207,59 @@ fn broadcast_over_wss() {
     }
 }
 
+/// Reads text frames until one parses as JSON with this `type`.
+fn read_json(ws: &mut WebSocket<Tls>, kind: &str) -> serde_json::Value {
+    loop {
+        match ws.read().unwrap() {
+            Message::Text(t) => {
+                let v: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if v["type"] == kind {
+                    return v;
+                }
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+#[test]
+fn pubsub_over_wss_reaches_subscribers_and_room_members() {
+    let certs = Certs::new("pubsub");
+    let d = start(&certs, &[]);
+    let config = certs.client();
+    let mut sub = wss(d.addr, &config, "/pubsub");
+    for (id, topic) in [(1, "prices.A"), (2, "prices.B")] {
+        let req = format!(r#"{{"type":"subscribe","topic":"{topic}","id":{id}}}"#);
+        sub.send(Message::text(req)).unwrap();
+        assert_eq!(read_json(&mut sub, "ack")["id"], id);
+    }
+    let mut member = wss(d.addr, &config, "/broadcast/prices.A");
+    let mut publisher = wss(d.addr, &config, "/pubsub");
+    for (id, topic, n) in [(7, "prices.A", 1), (8, "prices.B", 2), (9, "prices.C", 3)] {
+        let req = format!(r#"{{"type":"publish","topic":"{topic}","data":{{"n":{n}}},"id":{id}}}"#);
+        publisher.send(Message::text(req)).unwrap();
+        assert_eq!(read_json(&mut publisher, "ack")["id"], id);
+    }
+    let a = read_json(&mut sub, "message");
+    assert_eq!(
+        (a["topic"].as_str(), a["data"]["n"].as_u64()),
+        (Some("prices.A"), Some(1))
+    );
+    let b = read_json(&mut sub, "message");
+    assert_eq!(
+        (b["topic"].as_str(), b["data"]["n"].as_u64()),
+        (Some("prices.B"), Some(2))
+    );
+    // The room member gets the bare payload of its topic only.
+    assert_eq!(member.read().unwrap(), Message::text(r#"{"n":1}"#));
+    member.send(Message::text("from the room")).unwrap();
+    let c = read_json(&mut sub, "message");
+    assert_eq!(
+        (c["topic"].as_str(), c["data"].as_str()),
+        (Some("prices.A"), Some("from the room"))
+    );
+}
+
 #[test]
 fn a_tls_handshake_sent_one_byte_at_a_time_completes() {
     let certs = Certs::new("bytewise");
