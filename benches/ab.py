@@ -3,6 +3,7 @@
 
     python3 benches/ab.py --before /path/to/old/wsloop [--after target/release/wsloop] [--reps 7]
     python3 benches/ab.py --before OLD --cases "echo 100x20,all-to-all 100"
+    python3 benches/ab.py --before target/release/wsloop --before-flags="--send-lowat 0"   # one flag's cost
 
 Build the old binary from a worktree of the old revision
 (`git worktree add /tmp/old REV && cargo build --release --bin wsloop` there).
@@ -82,18 +83,21 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--before", required=True)
     ap.add_argument("--after", default=str(ROOT / "target/release/wsloop"))
+    ap.add_argument("--before-flags", default="", help="extra server flags for the before binary")
+    ap.add_argument("--after-flags", default="", help="extra server flags for the after binary")
     ap.add_argument("--wsflood", default=str(ROOT / "target/release/wsflood"))
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--cases", default=",".join(CASES), help="comma-separated: " + ", ".join(CASES))
     a = ap.parse_args()
     cases = [c.strip() for c in a.cases.split(",")]
     bins = {"before": a.before, "after": a.after}
+    flags = {"before": a.before_flags.split(), "after": a.after_flags.split()}
     res = {c: {b: [] for b in bins} for c in cases}
     for rep in range(a.reps):
         for c in cases:
             sa, fa, path, secs = CASES[c]
             for b, binary in bins.items():
-                rate, ok = run(binary, sa, fa, path, secs, a.wsflood)
+                rate, ok = run(binary, sa + flags[b], fa, path, secs, a.wsflood)
                 if not ok:
                     sys.exit(f"{c} {b}: wsflood's verification failed")
                 res[c][b].append(rate)
