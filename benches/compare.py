@@ -221,6 +221,9 @@ CASES = [
     Case("echo 10×16 KiB", "echo", 10, 16 << 10, group="echo", clients=ECHO_CLIENTS),
     Case("echo 1000×20 B", "echo", 1000, 20, group="echo", clients=ECHO_CLIENTS),
     Case("echo 500×16 KiB", "echo", 500, 16 << 10, group="echo", clients=ECHO_CLIENTS),
+    # Pipelined: 8 messages outstanding per connection (load_test keeps one),
+    # so the server reads several frames per system call.
+    Case("echo 100×20 B, 8 in flight", "echo", 100, 20, inflight=8, group="echo"),
     # Every member publishes one 20-byte message per round and waits for the
     # whole round, its own message included: uWebSockets' broadcast_test,
     # whose message size is fixed at 20 bytes; wsflood does the same.
