@@ -619,6 +619,21 @@ fn deadlines_go_with_their_connections() {
     }
     assert_eq!(w.hub.len(), 1);
     assert_eq!(w.metric("wsloop_timer_entries"), 1, "one entry for the one connection");
+    // Many at once (each in a slot of its own), then all gone: so are their
+    // entries.
+    let many: Vec<Client> = (0..100).map(|_| w.open("/echo")).collect();
+    assert_eq!(w.metric("wsloop_timer_entries"), 101);
+    for c in &many {
+        c.shut();
+    }
+    w.settle();
+    assert!(many.iter().all(|c| c.closed()));
+    assert_eq!(w.hub.len(), 1);
+    assert_eq!(
+        w.metric("wsloop_timer_entries"),
+        1,
+        "the entries went with their connections"
+    );
     drop(keep);
 }
 
