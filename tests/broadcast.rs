@@ -331,6 +331,32 @@ fn presence_notices_go_only_to_those_who_ask() {
     assert_eq!(plain.read_frame().opcode, 0xA);
 }
 
+/// A member that vanishes with a reset (no Close, no FIN: the server's read
+/// fails rather than ends) is announced as gone all the same.
+#[test]
+fn presence_leave_is_announced_when_a_member_resets() {
+    let d = Daemon::start(&[]);
+    let mut ann = Raw::open_path(d.addr, "/broadcast/chat?presence=1&name=Ann");
+    let text = |c: &mut Raw| String::from_utf8(c.read_frame().payload).unwrap();
+    assert_eq!(
+        text(&mut ann),
+        r#"{"type":"presence","event":"join","name":"Ann","members":1}"#
+    );
+    let mut bob = Raw::open_path(d.addr, "/broadcast/chat?presence=1&name=Bob");
+    let bob_joined = r#"{"type":"presence","event":"join","name":"Bob","members":2}"#;
+    assert_eq!(text(&mut ann), bob_joined);
+    // Bob has his own notice too: nothing more is being written to him, so
+    // the reset is seen by a read.
+    assert_eq!(text(&mut bob), bob_joined);
+    let s = socket2::Socket::from(bob.stream);
+    s.set_linger(Some(Duration::ZERO)).unwrap(); // close = RST
+    drop(s);
+    assert_eq!(
+        text(&mut ann),
+        r#"{"type":"presence","event":"leave","name":"Bob","members":1}"#
+    );
+}
+
 #[test]
 fn the_chat_page_is_served_at_the_root() {
     let d = Daemon::start(&[]);
