@@ -278,11 +278,15 @@ fn http_publish() {
         format!("POST /broadcast/news HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
     );
     assert_eq!(status, 411);
-    let (status, _, _) = http(
+    let (status, _, body) = http(
         d.addr,
         format!("POST /broadcast/news HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\nok\r\n0\r\n\r\n").as_bytes(),
     );
     assert_eq!(status, 411, "chunked bodies are refused");
+    // ...as chunked (not merely for the missing Content-Length, which would
+    // also be 411): the answer says what to send instead.
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("not chunked"), "{body}");
 
     // A body (and head) arriving one byte at a time.
     let body = "split into many segments";
