@@ -278,11 +278,15 @@ fn http_publish() {
         format!("POST /broadcast/news HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n").as_bytes(),
     );
     assert_eq!(status, 411);
-    let (status, _, _) = http(
+    let (status, _, body) = http(
         d.addr,
         format!("POST /broadcast/news HTTP/1.1\r\nHost: x\r\n{auth}Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n2\r\nok\r\n0\r\n\r\n").as_bytes(),
     );
     assert_eq!(status, 411, "chunked bodies are refused");
+    // ...as chunked (not merely for the missing Content-Length, which would
+    // also be 411): the answer says what to send instead.
+    let body = String::from_utf8_lossy(&body);
+    assert!(body.contains("not chunked"), "{body}");
 
     // A body (and head) arriving one byte at a time.
     let body = "split into many segments";
@@ -329,6 +333,32 @@ fn presence_notices_go_only_to_those_who_ask() {
     assert_eq!(text(&mut plain), "hello");
     plain.send_frame(true, 9, b"");
     assert_eq!(plain.read_frame().opcode, 0xA);
+}
+
+/// A member that vanishes with a reset (no Close, no FIN: the server's read
+/// fails rather than ends) is announced as gone all the same.
+#[test]
+fn presence_leave_is_announced_when_a_member_resets() {
+    let d = Daemon::start(&[]);
+    let mut ann = Raw::open_path(d.addr, "/broadcast/chat?presence=1&name=Ann");
+    let text = |c: &mut Raw| String::from_utf8(c.read_frame().payload).unwrap();
+    assert_eq!(
+        text(&mut ann),
+        r#"{"type":"presence","event":"join","name":"Ann","members":1}"#
+    );
+    let mut bob = Raw::open_path(d.addr, "/broadcast/chat?presence=1&name=Bob");
+    let bob_joined = r#"{"type":"presence","event":"join","name":"Bob","members":2}"#;
+    assert_eq!(text(&mut ann), bob_joined);
+    // Bob has his own notice too: nothing more is being written to him, so
+    // the reset is seen by a read.
+    assert_eq!(text(&mut bob), bob_joined);
+    let s = socket2::Socket::from(bob.stream);
+    s.set_linger(Some(Duration::ZERO)).unwrap(); // close = RST
+    drop(s);
+    assert_eq!(
+        text(&mut ann),
+        r#"{"type":"presence","event":"leave","name":"Bob","members":1}"#
+    );
 }
 
 #[test]

@@ -96,6 +96,33 @@ fn close_handshake_echoes_the_code_then_server_closes_tcp() {
     }
 }
 
+/// The server's last word (a Close, a closing response) must end with a FIN
+/// even when input it will never use is still arriving: it shuts its
+/// sending side and reads until our FIN (lingering). Closing the socket
+/// with unread input would send a reset instead, which `expect_eof`
+/// rejects and which can destroy the last word before we read it.
+#[test]
+fn the_last_word_ends_with_a_fin_while_unread_input_keeps_coming() {
+    let d = Daemon::start(&[]);
+    // More than one read of the server's (64 KiB), sent with the Close.
+    let junk = common::masked_frame(true, 2, &[0u8; 200 << 10]);
+    let mut c = Raw::open(d.addr);
+    let mut bytes = common::masked_frame(true, 8, &close_payload(4000, "done"));
+    bytes.extend_from_slice(&junk);
+    c.send(&bytes);
+    assert_eq!(c.read_frame().close_code(), Some(4000));
+    c.expect_eof();
+    // The same after a response that closes the connection.
+    let mut c = Raw::connect(d.addr);
+    let mut bytes = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".to_vec();
+    bytes.extend_from_slice(&junk);
+    c.send(&bytes);
+    let (status, head, _) = c.read_response();
+    assert_eq!(status, 200);
+    assert!(head.contains("Connection: close"), "{head}");
+    c.expect_eof();
+}
+
 #[test]
 fn close_frame_table() {
     let d = Daemon::start(&[]);

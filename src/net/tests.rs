@@ -33,6 +33,9 @@ struct Pipe {
     writable_edge: bool,
     /// Write calls the server made into this pipe.
     writes: usize,
+    /// The peer reset the connection: the server's writes into this pipe
+    /// fail with `ConnectionReset`.
+    reset: bool,
 }
 
 impl Pipe {
@@ -45,6 +48,7 @@ impl Pipe {
             readable_edge: false,
             writable_edge: true,
             writes: 0,
+            reset: false,
         }))
     }
 }
@@ -84,6 +88,9 @@ impl Write for MemStream {
         let mut p = self.tx.borrow_mut();
         assert!(!p.shut, "write after shutdown");
         p.writes += 1;
+        if p.reset {
+            return Err(io::ErrorKind::ConnectionReset.into());
+        }
         let wanted: usize = bufs.iter().map(|b| b.len()).sum();
         let mut room = p.cap - p.bytes.len();
         if room == 0 && wanted > 0 {
@@ -511,17 +518,24 @@ fn pipelined_output_past_the_cap_closes_the_connection() {
     c.send(health("").repeat(1000).as_bytes());
     w.settle();
     let mut answered = 0;
+    // Bounded: without a closing response the loop would wait forever.
+    let mut idle = 0;
     loop {
         w.settle();
         match c.response() {
             Some((200, head, _)) => {
                 answered += 1;
+                idle = 0;
                 if head.contains("Connection: close") {
                     break;
                 }
             }
             Some(other) => panic!("{other:?}"),
-            None => assert!(!c.eof(), "EOF before a closing response"),
+            None => {
+                assert!(!c.eof(), "EOF before a closing response");
+                idle += 1;
+                assert!(idle < 100, "no closing response after {answered} answers");
+            }
         }
     }
     assert!((100..1000).contains(&answered), "{answered} answered");
@@ -612,6 +626,21 @@ fn deadlines_go_with_their_connections() {
     }
     assert_eq!(w.hub.len(), 1);
     assert_eq!(w.metric("wsloop_timer_entries"), 1, "one entry for the one connection");
+    // Many at once (each in a slot of its own), then all gone: so are their
+    // entries.
+    let many: Vec<Client> = (0..100).map(|_| w.open("/echo")).collect();
+    assert_eq!(w.metric("wsloop_timer_entries"), 101);
+    for c in &many {
+        c.shut();
+    }
+    w.settle();
+    assert!(many.iter().all(|c| c.closed()));
+    assert_eq!(w.hub.len(), 1);
+    assert_eq!(
+        w.metric("wsloop_timer_entries"),
+        1,
+        "the entries went with their connections"
+    );
     drop(keep);
 }
 
@@ -708,6 +737,32 @@ fn presence_leave_is_announced_when_a_member_vanishes() {
     assert_eq!(
         text(&mut ann),
         r#"{"type":"presence","event":"leave","name":"Bob","members":1}"#
+    );
+}
+
+/// A member whose socket fails while a room's batch is written to it is
+/// torn down in the middle of the fan-out; its leave notice must still go
+/// out in that iteration, not whenever the loop next wakes (the next
+/// deadline, seconds later in a quiet room).
+#[test]
+#[ignore = "known bug: the leave notice of a member torn down during fan-out waits for the next loop wakeup"]
+fn presence_leave_of_a_member_lost_during_fan_out_goes_out_at_once() {
+    let mut w = World::new(config());
+    let mut ann = w.open("/broadcast/chat?presence=1&name=Ann");
+    let mut bob = w.open("/broadcast/chat?presence=1&name=Bob");
+    w.settle();
+    let text = |c: &mut Client| c.next_frame().map(|f| String::from_utf8(f.payload).unwrap());
+    assert!(text(&mut ann).unwrap().contains("\"event\":\"join\",\"name\":\"Ann\""));
+    assert!(text(&mut ann).unwrap().contains("\"event\":\"join\",\"name\":\"Bob\""));
+    assert!(text(&mut bob).unwrap().contains("\"event\":\"join\",\"name\":\"Bob\""));
+    // Bob's side resets: the server's next write to him fails.
+    bob.rx.borrow_mut().reset = true;
+    ann.frame(Opcode::Text, b"anyone?");
+    w.settle();
+    assert!(bob.closed(), "torn down on the failed write");
+    assert_eq!(
+        text(&mut ann).as_deref(),
+        Some(r#"{"type":"presence","event":"leave","name":"Bob","members":1}"#)
     );
 }
 
