@@ -35,6 +35,9 @@ use std::io;
 /// backpressure cap, or a recipient that keeps up on average would look
 /// slow).
 const READ_BUDGET: usize = 4;
+/// At the end of an iteration, how many more times the fan-out runs for
+/// what its own teardowns published (leave notices).
+const REDELIVER_ROUNDS: usize = 4;
 
 pub(crate) struct Hub<S> {
     pub config: Config,
@@ -232,6 +235,16 @@ impl<S: Transport> Hub<S> {
         self.deliver(now);
         while let Some(key) = self.timers.pop_due(now) {
             self.expire(key, now);
+        }
+        // Members torn down by the fan-out (a failed write, a slow consumer)
+        // or by a deadline have left their rooms: their leave notices go out
+        // now, not at the loop's next wakeup (seconds away in a quiet room).
+        // Bounded: a round only publishes for members it tore down.
+        for _ in 0..REDELIVER_ROUNDS {
+            if self.service.topics.batches().is_empty() {
+                break;
+            }
+            self.deliver(now);
         }
     }
 

@@ -208,6 +208,14 @@ impl Server {
                 self.redis.flush_all(&mut remote.bus, now);
             }
             self.hub.end_iteration(now);
+            // What the iteration's end changed (members torn down by the
+            // fan-out or a deadline leave their rooms) reaches the bus now.
+            if let Some(remote) = &mut self.hub.service.remote {
+                if self.hub.service.topics.bus_pending() {
+                    remote.sync(&mut self.hub.service.topics, now);
+                    self.redis.flush_all(&mut remote.bus, now);
+                }
+            }
             if self.shutdown_done() {
                 return Ok(());
             }

@@ -745,7 +745,6 @@ fn presence_leave_is_announced_when_a_member_vanishes() {
 /// out in that iteration, not whenever the loop next wakes (the next
 /// deadline, seconds later in a quiet room).
 #[test]
-#[ignore = "known bug: the leave notice of a member torn down during fan-out waits for the next loop wakeup"]
 fn presence_leave_of_a_member_lost_during_fan_out_goes_out_at_once() {
     let mut w = World::new(config());
     let mut ann = w.open("/broadcast/chat?presence=1&name=Ann");

@@ -193,6 +193,12 @@ impl std::fmt::Debug for Topics {
 }
 
 impl Topics {
+    /// Whether subscription or presence changes wait for the bus.
+    pub fn bus_pending(&self) -> bool {
+        self.bus_changes.as_ref().is_some_and(|c| !c.is_empty())
+            || self.bus_presence.as_ref().is_some_and(|p| !p.is_empty())
+    }
+
     pub fn find(&self, name: &str) -> Option<TopicId> {
         let hash = self.hasher.hash_one(name);
         self.index

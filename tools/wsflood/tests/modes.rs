@@ -164,12 +164,13 @@ fn idle_holds_connections_and_measures_server_memory() {
     // The server's memory grew with the connections, by a plausible amount
     // per connection (wsloop's record is about 150 bytes; the RSS is read in
     // pages, so 500 connections can round to anything under 4 KiB a few
-    // times over).
+    // times over; a loaded machine has measured up to 1.1 KiB, and a leak of
+    // 4 KiB per connection, made on purpose, measured about 4,900 bytes).
     let (before, after) = (r.num("server_rss.before_kib"), r.num("server_rss.after_kib"));
     assert!(before > 0 && after >= before, "{before} -> {after} KiB");
     let per_conn = r.value("server_rss.bytes_per_connection").as_f64().unwrap();
     assert!(
-        (0.0..1024.0).contains(&per_conn),
+        (0.0..2048.0).contains(&per_conn),
         "{per_conn} bytes per connection\n{r:?}"
     );
     // Ramp-up at 2000/s takes a quarter of a second (the schedule runs from

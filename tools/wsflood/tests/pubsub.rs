@@ -182,7 +182,12 @@ fn steady_state_allocates_nothing_per_message() {
         ]);
         assert_clean(&r);
         assert!(r.num("steady_state.messages") > 1000, "{via}\n{r:?}");
-        assert_eq!(r.num("steady_state.allocations"), 0, "{via}\n{r:?}");
+        // None per message: an allocation per message (or per request)
+        // would give thousands. Under heavy load an HTTP answer split over
+        // reads has grown a buffer late in the run (3 over 64,805 messages,
+        // once), so a few are tolerated over the whole window.
+        let allocations = r.num("steady_state.allocations");
+        assert!(allocations <= 8, "{allocations} allocations: {via}\n{r:?}");
     }
 }
 

@@ -23,7 +23,11 @@ pub fn daemon_binary() -> PathBuf {
     let flood = Path::new(env!("CARGO_BIN_EXE_wsflood"));
     let dir = flood.parent().expect("the binary has a directory");
     let exe = dir.join(format!("wsloop{}", std::env::consts::EXE_SUFFIX));
-    if !exe.exists() {
+    // Built (or found up to date) once per test process, so that
+    // `cargo test -p wsflood` after a change to the server never runs a
+    // stale daemon.
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let mut cmd = Command::new(env!("CARGO"));
         cmd.args(["build", "--quiet", "-p", "wsloop", "--bin", "wsloop"])
             .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."));
@@ -32,7 +36,7 @@ pub fn daemon_binary() -> PathBuf {
         }
         let status = cmd.status().expect("run cargo build for the wsloop daemon");
         assert!(status.success(), "building the wsloop daemon failed");
-    }
+    });
     assert!(exe.exists(), "no wsloop daemon at {}", exe.display());
     exe
 }
