@@ -249,9 +249,8 @@ fn bus_config(cli: &Cli) -> Option<BusConfig> {
     })
 }
 
-fn main() {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+/// The server's configuration from the command line.
+fn config(cli: &Cli) -> Config {
     let mut config = Config {
         listen: cli.listen,
         backlog: cli.backlog,
@@ -292,7 +291,7 @@ fn main() {
             threshold: cli.deflate_threshold,
         }),
         deflate_level: cli.deflate_level,
-        bus: bus_config(&cli),
+        bus: bus_config(cli),
         reuse_port: cli.reuse_port,
         shutdown_grace: seconds("shutdown-grace", cli.shutdown_grace),
         ..Config::default()
@@ -300,8 +299,13 @@ fn main() {
     config.limits.max_message = cli.max_message_size;
     config.limits.max_frame = cli.max_frame_size;
     config.head.max_size = cli.max_header_size;
+    config
+}
 
-    let mut server = match Server::bind(config) {
+fn main() {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    let mut server = match Server::bind(config(&cli)) {
         Ok(s) => s,
         Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
             error!("cannot use the TLS certificate: {e}");

@@ -449,28 +449,7 @@ impl Session {
             self.rx = Rx::Header;
         }
         if self.frame_opcode.is_control() {
-            let split = !done || self.partial.as_ref().is_some_and(|p| !p.control.is_empty());
-            if split {
-                let p = self.partial.get_or_insert_with(Box::default);
-                p.control.extend_from_slice(&input[start..end]);
-                if !done {
-                    return Ok(None);
-                }
-            }
-            self.delivered = true;
-            let (at, payload): (Payload, &[u8]) = match &self.partial {
-                Some(p) if split => (Payload::Control, &p.control),
-                _ => (Payload::Input(start, end), &input[start..end]),
-            };
-            return on_control(
-                self.role,
-                &mut self.state,
-                &mut self.mask_seed,
-                self.frame_opcode,
-                payload,
-                at,
-                out,
-            );
+            return self.read_control(&input[start..end], start, done, out);
         }
         // A data frame's payload.
         let kind = self.message.expect("a data frame always belongs to a message");
@@ -522,6 +501,40 @@ impl Session {
         self.end_message();
         self.delivered = true;
         Ok(Some(r))
+    }
+
+    /// A control frame's payload bytes, at `start` in the input: gathered
+    /// while the frame is split across inputs (§5.5: at most 125 bytes),
+    /// answered once `done`.
+    fn read_control(
+        &mut self,
+        bytes: &[u8],
+        start: usize,
+        done: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<Option<Received>, ProtocolError> {
+        let split = !done || self.partial.as_ref().is_some_and(|p| !p.control.is_empty());
+        if split {
+            let p = self.partial.get_or_insert_with(Box::default);
+            p.control.extend_from_slice(bytes);
+            if !done {
+                return Ok(None);
+            }
+        }
+        self.delivered = true;
+        let (at, payload): (Payload, &[u8]) = match &self.partial {
+            Some(p) if split => (Payload::Control, &p.control),
+            _ => (Payload::Input(start, start + bytes.len()), bytes),
+        };
+        on_control(
+            self.role,
+            &mut self.state,
+            &mut self.mask_seed,
+            self.frame_opcode,
+            payload,
+            at,
+            out,
+        )
     }
 
     /// The current message is complete (or abandoned).

@@ -155,6 +155,9 @@ pub fn render(snap: &Snapshot) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Every metric family, in the order /metrics shows them. Long on purpose:
+/// a table with one entry per family (name, help, type, value), read top to
+/// bottom; splitting it would scatter the list a reader checks as a whole.
 fn families<'s>(snap: &Snapshot<'s>) -> Vec<Family<'s>> {
     use Samples::*;
     let s = snap.stats;
