@@ -2,8 +2,8 @@
 //! ([`Connection`], sans-IO), the service it belongs to, and the output its
 //! transport did not take yet.
 
+use super::io::{write_some, Transport};
 use super::outq::OutQueue;
-use super::transport::Transport;
 use crate::proto::conn::Connection;
 use crate::service::Route;
 use std::io;
@@ -76,22 +76,6 @@ impl<S: Transport> Conn<S> {
             None => Ok(()),
         }
     }
-}
-
-/// Writes as much of `buf` as a non-blocking writer takes (retrying short
-/// writes and `EINTR`, stopping at `WouldBlock`); returns how much.
-pub fn write_some<W: io::Write>(stream: &mut W, buf: &[u8]) -> io::Result<usize> {
-    let mut at = 0;
-    while at < buf.len() {
-        match stream.write(&buf[at..]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => at += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(at)
 }
 
 /// The process-wide memory budget (`--max-memory`) for what connections

@@ -12,8 +12,8 @@
 //! applied here.
 
 use super::conn::{Budget, Conn};
+use super::io::Transport;
 use super::outq::MAX_IOVECS;
-use super::transport::Transport;
 use crate::config::{Config, SlowConsumer, READ_BUFFER};
 use crate::proto::deflate::Codec;
 use crate::service::metrics::Stats;

@@ -15,8 +15,8 @@
 
 use super::conn::{Budget, Conn};
 use super::fanout::{Deferred, Fanout};
+use super::io::{tls_failure, Transport};
 use super::timers::Timers;
-use super::transport::{tls_failure, Transport};
 use crate::config::{Config, READ_BUFFER};
 use crate::proto::close::code;
 use crate::proto::conn::{Answer, Connection, Event, Expired, Flushed, Response, Settings};

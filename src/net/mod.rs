@@ -6,6 +6,8 @@
 //!   so that `tests` drive it without sockets on a virtual clock.
 //! - `conn`: one connection's record and its writes.
 //! - `fanout`: room delivery.
+//! - `io`: the lowest layer: the `Transport` trait, TLS failures in I/O
+//!   errors, `write_some` (imports nothing of `net`).
 //! - `outq`, `timers`, `transport`: the queue of unsent output, the deadline
 //!   heap, and what a connection's bytes travel over (plain TCP or TLS).
 //! - `tls`: the TLS configuration (certificate and key, reloaded on SIGHUP);
@@ -14,6 +16,7 @@
 mod conn;
 mod fanout;
 mod hub;
+mod io;
 mod outq;
 mod redis;
 mod server;
@@ -27,7 +30,8 @@ mod tests;
 #[cfg(test)]
 mod tls_tests;
 
-pub use conn::write_some;
+pub use io::write_some;
+pub use io::Transport;
 pub use server::{Server, CONNECTION_RECORD_BYTES};
 pub use tls::{TlsConfigError, TlsFiles};
-pub use transport::{TlsStream, Transport};
+pub use transport::TlsStream;

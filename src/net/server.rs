@@ -7,8 +7,8 @@
 //! deadline); accept; hand each readable or writable connection to the hub;
 //! then let the hub end the iteration (room deliveries, deadlines).
 
-use super::conn::write_some;
 use super::hub::Hub;
+use super::io::write_some;
 use super::redis::{RedisSockets, REDIS_BASE};
 use super::tls::TlsFiles;
 use super::tls_server::TlsServer;

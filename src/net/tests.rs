@@ -7,7 +7,7 @@
 //! Nothing sleeps: time moves when a test says so ([`World::advance`]).
 
 use super::hub::Hub;
-use super::transport::Transport;
+use super::io::Transport;
 use crate::config::{Config, SlowConsumer};
 use crate::proto::frame::{self, Decoded, Opcode};
 use crate::proto::mask;

@@ -9,7 +9,7 @@
 //! (`unsent`), and decrypted input that did not fit the caller's buffer
 //! (`plain`). Each is freed once empty.
 
-use super::transport::{TlsFailure, Transport};
+use super::io::{write_some, TlsFailure, Transport};
 use crate::config::READ_BUFFER;
 use rustls::server::UnbufferedServerConnection;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError};
@@ -403,7 +403,7 @@ impl<S: Transport> TlsServer<S> {
     /// Writes a batch of records; keeps what the socket does not take in
     /// `unsent`. `Ok(false)` if the socket is full.
     fn write_batch(&mut self, batch: &[u8]) -> io::Result<bool> {
-        let n = super::conn::write_some(&mut self.sock, batch)?;
+        let n = write_some(&mut self.sock, batch)?;
         if n < batch.len() {
             self.unsent.extend_from_slice(&batch[n..]);
             return Ok(false);

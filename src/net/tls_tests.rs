@@ -4,9 +4,10 @@
 //! exact. Every test runs on both: [`TlsServer`] (unbuffered rustls, what
 //! the daemon uses) and [`TlsStream`] (buffered rustls, wsflood's).
 
+use super::io::{tls_failure, Transport};
 use super::tls::TlsFiles;
 use super::tls_server::TlsServer;
-use super::transport::{tls_failure, TlsStream, Transport};
+use super::transport::TlsStream;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection};
 use std::cell::RefCell;

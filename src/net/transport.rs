@@ -13,53 +13,10 @@
 //! goes out after each read, and, if the socket was full, when it becomes
 //! writable ([`Transport::flush_pending`]).
 
+use super::io::{TlsFailure, Transport};
 use super::tls_server::TlsServer;
 use mio::net::TcpStream;
 use std::io::{self, IoSlice, Read, Write};
-use std::net::Shutdown;
-
-/// A non-blocking byte stream: reads and writes return `WouldBlock` rather
-/// than wait.
-///
-/// `read` returns fewer bytes than asked only once the underlying socket
-/// said `WouldBlock` or end of input (the loop relies on it: a short read
-/// means no new edge will come for what was read, so none may be left).
-pub trait Transport: Read + Write {
-    /// Ends our sending side (TCP: a FIN after what is already written;
-    /// TLS: close_notify first).
-    fn shutdown_write(&mut self) -> io::Result<()>;
-
-    /// Writes bytes the transport has to send on its own (TLS records
-    /// rustls made: handshake, alerts, close_notify), as far as the socket
-    /// takes them.
-    fn flush_pending(&mut self) -> io::Result<()> {
-        Ok(())
-    }
-
-    /// Whether the transport holds bytes not yet written to the socket.
-    fn has_pending(&self) -> bool {
-        false
-    }
-
-    /// Heap bytes the transport's own buffers hold (TLS input not yet
-    /// decrypted or handed out, records not yet written): charged to the
-    /// connection under `--max-memory`.
-    fn held(&self) -> usize {
-        0
-    }
-
-    /// Whether this connection came in on the plaintext listener for probes
-    /// (`--listen-plain`), which answers only `/healthz` and `/metrics`.
-    fn probes_only(&self) -> bool {
-        false
-    }
-}
-
-impl Transport for TcpStream {
-    fn shutdown_write(&mut self) -> io::Result<()> {
-        self.shutdown(Shutdown::Write)
-    }
-}
 
 /// A connection of the daemon: one type for every listener, so that plain
 /// and TLS connections share one hub.
@@ -140,29 +97,6 @@ impl Transport for Stream {
     fn probes_only(&self) -> bool {
         matches!(self, Stream::Probes(_))
     }
-}
-
-/// Why a TLS connection failed: rustls' error (a bad record, a failed
-/// handshake, plaintext on the TLS port), and whether the handshake had
-/// completed. Read errors carry it (`io::ErrorKind::InvalidData`).
-#[derive(Debug)]
-pub(crate) struct TlsFailure {
-    pub during_handshake: bool,
-    pub error: rustls::Error,
-}
-
-impl std::fmt::Display for TlsFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let phase = if self.during_handshake { "handshake" } else { "record" };
-        write!(f, "TLS {phase}: {}", self.error)
-    }
-}
-
-impl std::error::Error for TlsFailure {}
-
-/// The TLS failure an I/O error carries, if any.
-pub(crate) fn tls_failure(e: &io::Error) -> Option<&TlsFailure> {
-    e.get_ref()?.downcast_ref::<TlsFailure>()
 }
 
 /// TLS over a non-blocking socket `S` on rustls' buffered API (either
