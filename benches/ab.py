@@ -30,7 +30,9 @@ ROOT = Path(__file__).resolve().parent.parent
 # name: (server flags, wsflood arguments, path, seconds)
 CASES = {
     "echo 100x20": ([], ["echo", "-c", "100", "-s", "20"], "/echo", 4),
+    "echo 100x1k": ([], ["echo", "-c", "100", "-s", "1024"], "/echo", 4),
     "echo 10x16k": ([], ["echo", "-c", "10", "-s", "16384"], "/echo", 4),
+    "echo 1000x20": ([], ["echo", "-c", "1000", "-s", "20"], "/echo", 4),
     "all-to-all 100": (
         ["--broadcast-to-sender"],
         ["broadcast", "-c", "100", "--all-to-all", "--expect-self", "-s", "20"],

@@ -115,8 +115,8 @@ struct Cli {
     /// treated as a slow consumer (--slow-consumer).
     #[arg(long, default_value_t = config::DEFAULT_MAX_MEMORY)]
     max_memory: usize,
-    /// Unsent bytes the kernel may hold per socket (TCP_NOTSENT_LOWAT);
-    /// 0 keeps the kernel's default (no limit).
+    /// Unsent bytes the kernel may hold per room member's or subscriber's
+    /// socket (TCP_NOTSENT_LOWAT); 0 keeps the kernel's default (no limit).
     #[arg(long, default_value_t = config::DEFAULT_SEND_LOWAT)]
     send_lowat: u32,
     /// The kernel send buffer of each socket (SO_SNDBUF, bytes); 0 keeps

@@ -574,7 +574,19 @@ impl<S: Transport> HttpParts<'_, S> {
             other => other,
         };
         match &reply {
-            Reply::Upgrade { route, .. } => conn.route = *route,
+            Reply::Upgrade { route, .. } => {
+                conn.route = *route;
+                // A room member or subscriber can be sent far more than it
+                // sends (one publish, thousands of recipients): the kernel
+                // keeps at most --send-lowat unsent for it, the rest waits
+                // in our queue under the slow-consumer rules. Echo output
+                // is the peer's own input, so echo sockets keep the
+                // kernel's default (TCP_NOTSENT_LOWAT costs about 7 % per
+                // small echo here).
+                if matches!(route, Route::Room(_) | Route::PubSub(_)) && config.send_lowat > 0 {
+                    conn.stream.limit_unsent(config.send_lowat);
+                }
+            }
             Reply::Refuse(e) => service.stats.count_http_error(e.status),
             _ => {}
         }

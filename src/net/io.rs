@@ -38,6 +38,11 @@ pub trait Transport: Read + Write {
         0
     }
 
+    /// Limits the bytes the kernel holds unsent for this connection
+    /// (`TCP_NOTSENT_LOWAT`): past them, writes return `WouldBlock` and the
+    /// rest waits in the loop's queue, where the slow-consumer rules see it.
+    fn limit_unsent(&self, _bytes: u32) {}
+
     /// Whether this connection came in on the plaintext listener for probes
     /// (`--listen-plain`), which answers only `/healthz` and `/metrics`.
     fn probes_only(&self) -> bool {
@@ -48,6 +53,12 @@ pub trait Transport: Read + Write {
 impl Transport for TcpStream {
     fn shutdown_write(&mut self) -> io::Result<()> {
         self.shutdown(Shutdown::Write)
+    }
+
+    fn limit_unsent(&self, bytes: u32) {
+        if let Err(e) = socket2::SockRef::from(self).set_tcp_notsent_lowat(bytes) {
+            log::debug!("TCP_NOTSENT_LOWAT: {e}");
+        }
     }
 }
 

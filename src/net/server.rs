@@ -381,9 +381,6 @@ impl Server {
         let _ = tcp.set_nodelay(true);
         let config = &self.hub.config;
         let sock = socket2::SockRef::from(&tcp);
-        if config.send_lowat > 0 {
-            let _ = sock.set_tcp_notsent_lowat(config.send_lowat);
-        }
         if config.send_buffer > 0 {
             let _ = sock.set_send_buffer_size(config.send_buffer);
         }

@@ -480,6 +480,10 @@ impl<S: Transport> Write for TlsServer<S> {
 }
 
 impl<S: Transport> Transport for TlsServer<S> {
+    fn limit_unsent(&self, bytes: u32) {
+        self.sock.limit_unsent(bytes);
+    }
+
     /// Sends close_notify, then (once it is out) shuts the socket's
     /// sending side.
     fn shutdown_write(&mut self) -> io::Result<()> {

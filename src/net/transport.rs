@@ -94,6 +94,13 @@ impl Transport for Stream {
         }
     }
 
+    fn limit_unsent(&self, bytes: u32) {
+        match self {
+            Stream::Plain(s) | Stream::Probes(s) => s.limit_unsent(bytes),
+            Stream::Tls(t) => t.limit_unsent(bytes),
+        }
+    }
+
     fn probes_only(&self) -> bool {
         matches!(self, Stream::Probes(_))
     }
