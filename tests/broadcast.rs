@@ -188,14 +188,7 @@ fn slow_consumer_under_drop_stays_connected_with_bounded_memory() {
 
 /// One sample of a counter from `/metrics`.
 fn metric(d: &Daemon, name: &str) -> u64 {
-    let (_, _, body) = http(d.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{name} missing"))
-        .parse()
-        .unwrap()
+    common::metric_at(d.addr, name)
 }
 
 #[test]

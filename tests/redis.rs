@@ -21,14 +21,7 @@ fn nodes(redis: &str, n: usize, extra: &[&str]) -> Vec<Daemon> {
 }
 
 fn metric(d: &Daemon, name: &str) -> u64 {
-    let (_, _, body) = http(d.addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{name} missing"))
-        .parse()
-        .unwrap()
+    common::metric_at(d.addr, name)
 }
 
 /// Waits (bounded) until `name` on `d` reaches at least `value`.

@@ -120,15 +120,7 @@ fn probe_addr(d: &Daemon) -> SocketAddr {
 
 /// A metric's value from /metrics on the probe listener.
 fn metric(addr: SocketAddr, name: &str) -> u64 {
-    let (status, _, body) = common::http(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
-    assert_eq!(status, 200);
-    String::from_utf8(body)
-        .unwrap()
-        .lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
-        .unwrap_or_else(|| panic!("{name} missing"))
-        .parse()
-        .unwrap()
+    common::metric_at(addr, name)
 }
 
 /// Reads until the server closes; a reset counts as closed. Returns what

@@ -430,6 +430,20 @@ pub fn rss(pid: u32) -> u64 {
 }
 
 /// Sends an HTTP request and returns (status, head, body).
+/// A metric's value from the daemon's `/metrics` at `addr` (the line
+/// `NAME VALUE`); panics if it is missing or the answer is not 200.
+pub fn metric_at(addr: SocketAddr, name: &str) -> u64 {
+    let (status, _, body) = http(addr, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(status, 200, "GET /metrics");
+    String::from_utf8(body)
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("{name} missing"))
+        .parse()
+        .unwrap()
+}
+
 pub fn http(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
     let mut c = Raw::connect(addr);
     c.send(request);
