@@ -229,10 +229,22 @@ impl<S: Transport> Hub<S> {
     /// The end of a loop iteration: connections with input left get their
     /// turn, rooms' batches go out, and due deadlines fire.
     pub fn end_iteration(&mut self, now: u64) {
-        for key in std::mem::take(&mut self.again) {
-            self.readable(key, now, true);
+        if !self.again.is_empty() {
+            let mut again = std::mem::take(&mut self.again);
+            for &key in &again {
+                self.readable(key, now, true);
+            }
+            // Keep whichever list has the memory: `readable` may have
+            // pushed onto the new one.
+            if self.again.is_empty() {
+                again.clear();
+                self.again = again;
+            }
         }
-        self.deliver(now);
+        // Nothing broadcast (an echo-only iteration): nothing to deliver.
+        if !self.service.topics.batches().is_empty() {
+            self.deliver(now);
+        }
         while let Some(key) = self.timers.pop_due(now) {
             self.expire(key, now);
         }
