@@ -16,6 +16,7 @@
 use super::conn::{Budget, Conn};
 use super::fanout::{Deferred, Fanout};
 use super::io::{tls_failure, Transport};
+use super::splice::{Splices, MAX_PIECES, SPLICE_MIN};
 use super::timers::Timers;
 use crate::config::{Config, READ_BUFFER};
 use crate::proto::close::code;
@@ -28,7 +29,7 @@ use crate::service::metrics::{self, Snapshot};
 use crate::service::{Command, Page, Reply, Route, Service};
 use log::{debug, trace};
 use slab::Slab;
-use std::io;
+use std::io::{self, IoSlice};
 
 /// Reads per connection per iteration before others get their turn (and
 /// before a room's batch goes out: a batch should stay well under the
@@ -52,6 +53,10 @@ pub(crate) struct Hub<S> {
     /// Output for the connection being handled, written when its input has
     /// been processed.
     wbuf: Vec<u8>,
+    /// Payloads in the read buffer that go out between pieces of `wbuf`
+    /// (large echoes, not copied); recorded by `feed`, written and cleared
+    /// by the `flush` that follows it, before the read buffer is reused.
+    splices: Splices,
     /// Connections that used their read budget with input maybe left.
     again: Vec<usize>,
     fanout: Fanout,
@@ -87,6 +92,7 @@ impl<S: Transport> Hub<S> {
             rstore: vec![0; READ_BUFFER + PAGE].into_boxed_slice(),
             rstart: 0,
             wbuf: Vec::with_capacity(READ_BUFFER),
+            splices: Splices::default(),
             again: Vec::new(),
             fanout: Fanout::default(),
             memory: Budget {
@@ -287,12 +293,16 @@ impl<S: Transport> Hub<S> {
             timers,
             memory,
             codec,
+            splices,
             ..
         } = self;
+        // Where the read buffer lies, to tell payloads in it from others.
+        let store = (rstore.as_ptr() as usize, rstore.len());
         let input = &mut rstore[*rstart..*rstart + n];
         let mut pos = 0;
         loop {
             let conn = &mut conns[key];
+            let splice_below = splice_below(conn, codec);
             let Some(event) = conn.proto.handle_input(settings, now, input, &mut pos, wbuf, codec) else {
                 return;
             };
@@ -303,16 +313,22 @@ impl<S: Transport> Hub<S> {
                     let at = wbuf.len();
                     match service.on_message(key, conn.route, kind, payload, config) {
                         Command::Send(kind, payload) => {
-                            frame::write(wbuf, kind.opcode(), payload, None);
-                            sent = Some(payload.len());
+                            let spliced = (SPLICE_MIN..splice_below).contains(&payload.len())
+                                && splice(wbuf, splices, store, kind.opcode(), payload);
+                            if !spliced {
+                                frame::write(wbuf, kind.opcode(), payload, None);
+                            }
+                            sent = Some((payload.len(), spliced));
                         }
                         Command::Close(code, reason) => close = Some((code, reason)),
                         Command::None => {}
                     }
-                    if let Some(n) = sent {
+                    if let Some((n, spliced)) = sent {
                         service.stats.messages_out += 1;
                         service.stats.bytes_out += n as u64;
-                        conn.proto.compress_tail(codec, wbuf, at);
+                        if !spliced {
+                            conn.proto.compress_tail(codec, wbuf, at);
+                        }
                     }
                     if let Some((code, reason)) = close {
                         debug!("#{key}: closing: {reason}");
@@ -378,7 +394,17 @@ impl<S: Transport> Hub<S> {
     fn flush(&mut self, key: usize) -> bool {
         if !self.wbuf.is_empty() {
             self.service.stats.write_calls += 1;
-            let result = self.conns[key].send(&self.wbuf);
+            let conn = &mut self.conns[key];
+            let result = if self.splices.is_empty() {
+                conn.send(&self.wbuf)
+            } else {
+                // Large echoes: the write buffer's pieces and the payloads
+                // in the read buffer, interleaved, in one vectored write.
+                let mut iov = [IoSlice::new(&[]); MAX_PIECES];
+                let n = self.splices.gather(&self.wbuf, &self.rstore, &mut iov);
+                self.splices.clear();
+                conn.send_vectored(&mut iov[..n])
+            };
             self.wbuf.clear();
             if self.wbuf.capacity() > 4 * READ_BUFFER {
                 // A large message passed through; don't keep its memory.
@@ -517,6 +543,43 @@ impl<S: Transport> Hub<S> {
             debug!("#{key} closed: {why} ({} bytes unsent)", conn.queued());
         }
     }
+}
+
+/// Echoes shorter than this are copied into the write buffer rather than
+/// spliced (see [`splice`]): all of them if `conn`'s transport does not
+/// splice or output is waiting before them (it must go out first), and
+/// those permessage-deflate will compress (it rewrites the frame in the
+/// write buffer).
+#[inline(always)]
+fn splice_below<S: Transport>(conn: &Conn<S>, codec: &Codec) -> usize {
+    if !conn.stream.splices() || conn.queued() > 0 || conn.stream.has_pending() {
+        return 0;
+    }
+    match conn.proto.deflate() {
+        Some(_) => codec.config.threshold,
+        None => usize::MAX,
+    }
+}
+
+/// Appends the header of an unmasked final frame carrying `payload` to
+/// `wbuf` and records where the payload lies in the read buffer (`store`:
+/// its address and length), so that the flush writes it from there. Returns
+/// false, appending nothing, if it lies elsewhere or no more fit.
+#[inline(always)]
+fn splice(
+    wbuf: &mut Vec<u8>,
+    splices: &mut Splices,
+    store: (usize, usize),
+    opcode: frame::Opcode,
+    payload: &[u8],
+) -> bool {
+    let header = frame::encode(true, opcode, payload.len() as u64, None);
+    let at = wbuf.len() + header.as_slice().len();
+    if !splices.push(at, store.0, store.1, payload) {
+        return false;
+    }
+    wbuf.extend_from_slice(header.as_slice());
+    true
 }
 
 /// The service's reply to a request head (the probe listener answers only

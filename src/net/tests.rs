@@ -115,6 +115,11 @@ impl Transport for MemStream {
         self.tx.borrow_mut().shut = true;
         Ok(())
     }
+
+    /// Like TCP: the hub's large echoes go through the splice path here.
+    fn splices(&self) -> bool {
+        true
+    }
 }
 
 impl Drop for MemStream {
