@@ -300,9 +300,10 @@ impl<S: Transport> Hub<S> {
         let store = (rstore.as_ptr() as usize, rstore.len());
         let input = &mut rstore[*rstart..*rstart + n];
         let mut pos = 0;
+        // Only an answer to a request (an upgrade) changes it within a read.
+        let mut splice_below = splice_below(&conns[key], codec);
         loop {
             let conn = &mut conns[key];
-            let splice_below = splice_below(conn, codec);
             let Some(event) = conn.proto.handle_input(settings, now, input, &mut pos, wbuf, codec) else {
                 return;
             };
@@ -364,6 +365,7 @@ impl<S: Transport> Hub<S> {
                 memory,
             };
             hub.answer(key, now, reply);
+            splice_below = self::splice_below(&conns[key], codec);
         }
     }
 
