@@ -301,7 +301,7 @@ impl<S: Transport> Hub<S> {
         let input = &mut rstore[*rstart..*rstart + n];
         let mut pos = 0;
         // Only an answer to a request (an upgrade) changes it within a read.
-        let mut splice_below = splice_below(&conns[key], codec);
+        let mut compress_from = compress_from(&conns[key], config, codec);
         loop {
             let conn = &mut conns[key];
             let Some(event) = conn.proto.handle_input(settings, now, input, &mut pos, wbuf, codec) else {
@@ -314,7 +314,14 @@ impl<S: Transport> Hub<S> {
                     let at = wbuf.len();
                     match service.on_message(key, conn.route, kind, payload, config) {
                         Command::Send(kind, payload) => {
-                            let spliced = (SPLICE_MIN..splice_below).contains(&payload.len())
+                            // Spliced (see `splice`): large, not to be
+                            // compressed (that rewrites the frame in `wbuf`),
+                            // over plain TCP, with nothing waiting before it.
+                            let spliced = payload.len() >= SPLICE_MIN
+                                && payload.len() < compress_from
+                                && conn.stream.splices()
+                                && conn.out.is_none()
+                                && !conn.stream.has_pending()
                                 && splice(wbuf, splices, store, kind.opcode(), payload);
                             if !spliced {
                                 frame::write(wbuf, kind.opcode(), payload, None);
@@ -365,7 +372,7 @@ impl<S: Transport> Hub<S> {
                 memory,
             };
             hub.answer(key, now, reply);
-            splice_below = self::splice_below(&conns[key], codec);
+            compress_from = self::compress_from(&conns[key], config, codec);
         }
     }
 
@@ -396,16 +403,10 @@ impl<S: Transport> Hub<S> {
     fn flush(&mut self, key: usize) -> bool {
         if !self.wbuf.is_empty() {
             self.service.stats.write_calls += 1;
-            let conn = &mut self.conns[key];
             let result = if self.splices.is_empty() {
-                conn.send(&self.wbuf)
+                self.conns[key].send(&self.wbuf)
             } else {
-                // Large echoes: the write buffer's pieces and the payloads
-                // in the read buffer, interleaved, in one vectored write.
-                let mut iov = [IoSlice::new(&[]); MAX_PIECES];
-                let n = self.splices.gather(&self.wbuf, &self.rstore, &mut iov);
-                self.splices.clear();
-                conn.send_vectored(&mut iov[..n])
+                self.send_spliced(key)
             };
             self.wbuf.clear();
             if self.wbuf.capacity() > 4 * READ_BUFFER {
@@ -423,6 +424,18 @@ impl<S: Transport> Hub<S> {
             }
         }
         self.settle(key)
+    }
+
+    /// Writes the write buffer's pieces and the payloads spliced between
+    /// them (large echoes, in the read buffer) to connection `key` with one
+    /// vectored write, and clears the splices. Out of line: the flush of
+    /// small messages stays as it was.
+    #[inline(never)]
+    fn send_spliced(&mut self, key: usize) -> io::Result<()> {
+        let mut iov = [IoSlice::new(&[]); MAX_PIECES];
+        let n = self.splices.gather(&self.wbuf, &self.rstore, &mut iov);
+        self.splices.clear();
+        self.conns[key].send_vectored(&mut iov[..n])
     }
 
     /// Brings the loop's view of connection `key` in line with its state
@@ -547,17 +560,11 @@ impl<S: Transport> Hub<S> {
     }
 }
 
-/// Echoes shorter than this are copied into the write buffer rather than
-/// spliced (see [`splice`]): all of them if `conn`'s transport does not
-/// splice or output is waiting before them (it must go out first), and
-/// those permessage-deflate will compress (it rewrites the frame in the
-/// write buffer).
+/// The size from which `conn`'s messages are compressed (permessage-deflate
+/// agreed), `usize::MAX` if none are.
 #[inline(always)]
-fn splice_below<S: Transport>(conn: &Conn<S>, codec: &Codec) -> usize {
-    if !conn.stream.splices() || conn.queued() > 0 || conn.stream.has_pending() {
-        return 0;
-    }
-    match conn.proto.deflate() {
+fn compress_from<S>(conn: &Conn<S>, config: &Config, codec: &Codec) -> usize {
+    match config.deflate.and(conn.proto.deflate()) {
         Some(_) => codec.config.threshold,
         None => usize::MAX,
     }
@@ -566,8 +573,9 @@ fn splice_below<S: Transport>(conn: &Conn<S>, codec: &Codec) -> usize {
 /// Appends the header of an unmasked final frame carrying `payload` to
 /// `wbuf` and records where the payload lies in the read buffer (`store`:
 /// its address and length), so that the flush writes it from there. Returns
-/// false, appending nothing, if it lies elsewhere or no more fit.
-#[inline(always)]
+/// false, appending nothing, if it lies elsewhere or no more fit. Out of
+/// line: only messages of [`SPLICE_MIN`] bytes and more come here.
+#[inline(never)]
 fn splice(
     wbuf: &mut Vec<u8>,
     splices: &mut Splices,
