@@ -121,6 +121,32 @@ fn echoes_over_the_threshold_come_back_with_rsv1() {
     }
 }
 
+/// Uncompressed messages on a connection that agreed to permessage-deflate:
+/// with the default threshold the server compresses its echoes of 1 KiB and
+/// more; with a high one it sends them as they came, written from its read
+/// buffer (src/net/splice.rs). Pipelined, so that several share a read.
+#[test]
+fn uncompressed_large_echoes_with_deflate_agreed_are_exact() {
+    if !python_ready() {
+        return;
+    }
+    let sizes = ["20", "1023", "1024", "16384", "3000", "70000", "16384", "5"];
+    let big = sizes.iter().map(|s| s.parse::<usize>().unwrap() >= 1024);
+    for (args, compressed) in [
+        (&["--deflate", "shared"][..], big.clone().collect::<Vec<_>>()),
+        (&["--deflate", "dedicated"], big.collect()),
+        (
+            &["--deflate", "shared", "--deflate-threshold", "1000000"],
+            vec![false; sizes.len()],
+        ),
+    ] {
+        let d = Daemon::start(args);
+        let url = d.url("/echo");
+        let r = script(&[&["plain-echo", url.as_str()][..], &sizes].concat());
+        assert_eq!(r["rsv1"], serde_json::json!(compressed), "{args:?}: {r}");
+    }
+}
+
 /// A message of 16 MiB + 1 (and of 256 MiB) zero bytes compressed into a
 /// few KB: the server closes with 1009 as soon as inflating passes its
 /// 16 MiB limit, and its memory grows by the limit at most, not by what

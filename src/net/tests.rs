@@ -115,6 +115,11 @@ impl Transport for MemStream {
         self.tx.borrow_mut().shut = true;
         Ok(())
     }
+
+    /// Like TCP: the hub's large echoes go through the splice path here.
+    fn splices(&self) -> bool {
+        true
+    }
 }
 
 impl Drop for MemStream {
@@ -1133,4 +1138,69 @@ fn too_many_subscriptions_is_an_error_not_a_disconnect() {
     sub.shut();
     w.settle();
     assert_eq!(w.metric("wsloop_subscriptions"), 1);
+}
+
+/// The messages of [`echoes_are_whole_and_in_order_through_any_pipe`]: large
+/// and small, text and binary, pings between them, one past the read
+/// buffer (gathered over several reads), each with its own bytes.
+fn mixed_messages() -> Vec<(Opcode, Vec<u8>)> {
+    let sizes = [20, 1_024, 1_023, 3_000, 0, 16_384, 5, 2_048, 125, 126, 65_535, 1_500];
+    let mut v = Vec::new();
+    for i in 0..80usize {
+        let len = if i == 41 { 70_000 } else { sizes[i % sizes.len()] };
+        let payload: Vec<u8> = (0..len).map(|j| b'a' + ((j * 7 + i * 13) % 26) as u8).collect();
+        let opcode = match i % 5 {
+            3 => Opcode::Ping,
+            4 => Opcode::Text,
+            _ => Opcode::Binary,
+        };
+        v.push((
+            opcode,
+            if opcode == Opcode::Ping {
+                payload[..len.min(125)].to_vec()
+            } else {
+                payload
+            },
+        ));
+    }
+    v
+}
+
+/// Large echoes go out from the read buffer between pieces of the write
+/// buffer (`splice`). Pipelined with small ones and pings (whose pongs go
+/// into the write buffer between them), more of them per read than the
+/// splice list holds, to a client whose pipe takes everything, or only a
+/// part of a write (the rest must be queued in order): every frame comes
+/// back whole and in order.
+#[test]
+fn echoes_are_whole_and_in_order_through_any_pipe() {
+    let messages = mixed_messages();
+    for cap in [1 << 20, 40_000, 1_500, 3] {
+        let mut w = World::new(config());
+        let mut c = w.open("/echo");
+        c.rx.borrow_mut().cap = cap;
+        for (opcode, payload) in &messages {
+            c.frame(*opcode, payload);
+        }
+        let mut got = 0;
+        for _ in 0..2_000_000 {
+            w.step();
+            while let Some(f) = c.next_frame() {
+                let (opcode, payload) = &messages[got];
+                let want = if *opcode == Opcode::Ping { Opcode::Pong } else { *opcode };
+                assert_eq!(
+                    (f.opcode, f.payload.len()),
+                    (want as u8, payload.len()),
+                    "message {got}, cap {cap}"
+                );
+                assert!(f.payload == *payload, "message {got}, cap {cap}: other bytes");
+                got += 1;
+            }
+            if got == messages.len() {
+                break;
+            }
+        }
+        assert_eq!(got, messages.len(), "cap {cap}");
+        assert_eq!(c.pending(), 0);
+    }
 }

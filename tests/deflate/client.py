@@ -9,6 +9,7 @@ bomb) and a look at the RSV1 bit of what the server sends.
     client.py probe                          exit 0 if `websockets` imports
     client.py echo URL EXPECTED_EXTENSIONS   ("" for none)
     client.py raw-echo URL SIZE              one compressed message; the echo must carry RSV1
+    client.py plain-echo URL SIZE...         uncompressed messages, pipelined; echoes compared
     client.py bomb URL SIZE                  RSV1 + deflate(SIZE zero bytes); prints the close code
     client.py broadcast URL OFFER COUNT      a raw member (offering OFFER, "" for none) and a
                                              websockets member that sends COUNT messages
@@ -225,6 +226,25 @@ def raw_echo(url, size):
     print(json.dumps({"extensions": r.extensions, "sent_compressed": len(z), "echo_rsv1": rsv1}))
 
 
+def plain_echo(url, sizes):
+    """Uncompressed binary frames (RSV1 clear, allowed with the extension
+    agreed) of `sizes` bytes, all sent before any is read: each echo must
+    equal its message, compressed (RSV1) or not."""
+    r = Raw(url, "permessage-deflate; client_no_context_takeover; server_no_context_takeover")
+    if not r.deflate:
+        fail(f"not agreed: {r.extensions!r}")
+    msgs = [binary_message(n, i) for i, n in enumerate(sizes)]
+    for m in msgs:
+        r.send_frame(0x82, m)
+    rsv1s = []
+    for i, m in enumerate(msgs):
+        opcode, rsv1, back = r.read_message()
+        if (opcode, back) != (2, m):
+            fail(f"echo {i} of {len(m)} bytes differs")
+        rsv1s.append(rsv1)
+    print(json.dumps({"extensions": r.extensions, "rsv1": rsv1s}))
+
+
 def bomb(url, size):
     """RSV1 + deflate of `size` zero bytes in one frame, compressed in
     steps (no `size`-byte buffer here)."""
@@ -283,6 +303,8 @@ def main():
         ws_echo(args[0], args[1])
     elif cmd == "raw-echo":
         raw_echo(args[0], int(args[1]))
+    elif cmd == "plain-echo":
+        plain_echo(args[0], [int(a) for a in args[1:]])
     elif cmd == "bomb":
         bomb(args[0], int(args[1]))
     elif cmd == "broadcast":
