@@ -308,9 +308,35 @@ pub fn split_field(line: &[u8]) -> Result<(&[u8], &[u8]), HttpError> {
     Ok((name, trim(&line[colon + 1..])))
 }
 
-/// RFC 9110 §5.6.2 token characters.
+/// RFC 9110 §5.6.2 token characters: tchar = "!" / "#" / "$" / "%" / "&"
+/// / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT /
+/// ALPHA.
 pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
+}
+
+/// [`is_tchar`] as a table: one load per byte.
+const TCHAR: [bool; 256] = alnum_and(b"!#$%&'*+-.^_`|~");
+
+/// RFC 3986 §3.2.2 reg-name characters but pct-encoded: unreserved (§2.3)
+/// and sub-delims (§2.2), as [`is_unreserved`] or [`is_sub_delim`].
+const REG_NAME: [bool; 256] = alnum_and(b"-._~!$&'()*+,;=");
+
+/// A membership table of the ASCII letters and digits and the bytes of
+/// `extra`.
+const fn alnum_and(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
 }
 
 /// Whether `v` is a non-empty RFC 9110 §5.6.2 token.
@@ -337,7 +363,21 @@ pub fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Whether a comma-separated field value lists `token` (ASCII case-insensitive).
 pub fn has_token(value: &[u8], token: &str) -> bool {
-    list_elements(value).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+    let mut found = false;
+    has_tokens(value, &mut [(token, &mut found)]);
+    found
+}
+
+/// [`has_token`] for several tokens in one pass over `value`: sets each
+/// flag whose token the value lists (and leaves the others as they were).
+pub(crate) fn has_tokens(value: &[u8], tokens: &mut [(&str, &mut bool)]) {
+    // The common case: the value is one element (e.g. `Upgrade: websocket`)
+    // and `split` finds no comma.
+    for element in list_elements(value) {
+        for (token, found) in tokens.iter_mut() {
+            **found |= element.eq_ignore_ascii_case(token.as_bytes());
+        }
+    }
 }
 
 /// Parses `HTTP/1.x` into x; other majors are not spoken here.
@@ -466,7 +506,7 @@ fn valid_reg_name(v: &[u8]) -> bool {
                 }
                 i += 3;
             }
-            b if is_unreserved(b) || is_sub_delim(b) => i += 1,
+            b if REG_NAME[usize::from(b)] => i += 1,
             _ => return false,
         }
     }
@@ -1078,6 +1118,50 @@ mod tests {
         // A guess that is a prefix padded with NULs is not a match either.
         assert!(!token_matches(b"ab", b"ab\0"));
         assert!(!token_matches(b"ab\0", b"ab"));
+    }
+
+    /// The tables against the definitions they replace, on every byte.
+    #[test]
+    fn character_tables() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_tchar(b), tchar, "{b:#x}");
+            assert_eq!(REG_NAME[usize::from(b)], is_unreserved(b) || is_sub_delim(b), "{b:#x}");
+        }
+        assert_eq!((0..=255u8).filter(|&b| is_tchar(b)).count(), 62 + 15);
+        assert_eq!((0..=255u8).filter(|&b| REG_NAME[usize::from(b)]).count(), 62 + 4 + 11);
+    }
+
+    /// `has_token` and `has_tokens` against the list definition, on values
+    /// made of the pieces that matter (separators, white space, case,
+    /// near misses).
+    #[test]
+    fn token_lists_as_defined() {
+        let by_definition = |v: &[u8], t: &str| list_elements(v).any(|e| e.eq_ignore_ascii_case(t.as_bytes()));
+        let pieces: [&[u8]; 9] = [
+            b"upgrade", b"UpGrade", b"close", b",", b" ", b"\t", b"x", b"upgrad", b"e",
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let value: Vec<u8> = (0..x % 6)
+                .flat_map(|k| pieces[((x >> (8 + 4 * k)) % 9) as usize].iter().copied())
+                .collect();
+            for token in ["upgrade", "close", "", "e", "upgrade,close"] {
+                assert_eq!(
+                    has_token(&value, token),
+                    by_definition(&value, token),
+                    "{value:?} {token}"
+                );
+            }
+            let (mut up, mut close) = (false, x % 7 == 0);
+            let close_before = close;
+            has_tokens(&value, &mut [("upgrade", &mut up), ("close", &mut close)]);
+            assert_eq!(up, by_definition(&value, "upgrade"));
+            assert_eq!(close, close_before || by_definition(&value, "close"));
+        }
     }
 
     #[test]
