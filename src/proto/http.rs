@@ -139,19 +139,32 @@ impl HeadReader {
     /// Feeds `input`, calling `on_line` with each complete line (the start
     /// line first, then each field line; line terminators removed). Bytes
     /// after the head are not looked at.
+    ///
+    /// Bytes are checked one by one only where the rules above can say
+    /// something: runs of plain bytes (anything but a CTL) are skipped
+    /// eight at a time (see [`plain_run`]), and each CTL (CR, LF, HTAB or
+    /// another) and each byte after a CR is then checked as before.
     pub fn feed<F>(&mut self, limits: &HeadLimits, input: &[u8], mut on_line: F) -> Result<Progress, HttpError>
     where
         F: FnMut(&[u8]) -> Result<(), HttpError>,
     {
-        let mut at = 0;
-        // Bytes left before the head passes its size limit: every rule is
-        // checked at the byte that breaks it, so the verdict does not depend
-        // on how the input was split.
-        let room = limits.max_size.saturating_sub(self.size);
-        for (i, &b) in input.iter().enumerate() {
-            if i >= room {
-                return Err(TOO_LARGE);
+        // Every rule is checked at the byte that breaks it, so the verdict
+        // does not depend on how the input was split: bytes before `limit`
+        // are read by the rules below, and the byte at `limit`, if any, is
+        // the first past the head's size limit.
+        let limit = input.len().min(limits.max_size.saturating_sub(self.size));
+        // `at`: the start of the current line in `input`; `i`: the next byte.
+        let (mut at, mut i) = (0, 0);
+        while i < limit {
+            if !self.cr {
+                // Plain bytes after anything but a CR break no rule.
+                i += plain_run(&input[i..limit]);
+                if i == limit {
+                    break;
+                }
             }
+            let b = input[i];
+            i += 1;
             match b {
                 b'\n' if self.cr => {}
                 b'\n' => return Err(BARE_LF),
@@ -164,45 +177,106 @@ impl HeadReader {
                 _ => return Err(CONTROL),
             }
             self.cr = false;
-            let end = i + 1;
-            self.size += end - at;
-            let mut carried = std::mem::take(&mut self.carry);
-            let line: &[u8] = if carried.is_empty() {
-                &input[at..i]
-            } else {
-                carried.extend_from_slice(&input[at..i]);
-                &carried
-            };
-            // The CR before this LF (checked above), maybe in the carry.
-            let line = line.strip_suffix(b"\r").unwrap_or(line);
-            at = end;
-            if line.is_empty() {
-                if self.lines == 0 {
-                    // §2.2: a server "SHOULD ignore at least one empty line
-                    // (CRLF) received prior to the request-line" (all such
-                    // lines count toward the size limit).
-                    continue;
-                }
+            self.size += i - at;
+            let line = &input[at..i - 1];
+            at = i;
+            if self.end_line(limits, line, &mut on_line)? {
                 return Ok(Progress::Complete(at));
             }
-            self.lines += 1;
-            if self.lines > limits.max_fields + 1 {
-                return Err(TOO_MANY);
-            }
-            on_line(line)?;
-            // Keep the allocation, if any, for the next carried line.
-            carried.clear();
-            self.carry = carried;
+        }
+        if limit < input.len() {
+            return Err(TOO_LARGE);
         }
         self.size += input.len() - at;
         self.carry.extend_from_slice(&input[at..]);
         Ok(Progress::Partial)
     }
 
+    /// Handles a line that ended (with its LF) in the last input: `tail` is
+    /// its part in that input, after whatever the carry holds; the CR before
+    /// the LF (checked) is the last byte of the two. Returns whether the
+    /// line is the empty one that ends the head.
+    fn end_line<F>(&mut self, limits: &HeadLimits, tail: &[u8], on_line: &mut F) -> Result<bool, HttpError>
+    where
+        F: FnMut(&[u8]) -> Result<(), HttpError>,
+    {
+        let line = if self.carry.is_empty() {
+            tail.strip_suffix(b"\r").unwrap_or(tail)
+        } else {
+            // Rare: the line began in an earlier input. Join it in a copy, so
+            // that the carry's allocation is kept for the next such line.
+            let mut carried = std::mem::take(&mut self.carry);
+            carried.extend_from_slice(tail);
+            let line = carried.strip_suffix(b"\r").unwrap_or(&carried);
+            let r = self.whole_line(limits, line, on_line);
+            carried.clear();
+            self.carry = carried;
+            return r;
+        };
+        self.whole_line(limits, line, on_line)
+    }
+
+    /// [`HeadReader::end_line`] for the whole line, terminator removed.
+    fn whole_line<F>(&mut self, limits: &HeadLimits, line: &[u8], on_line: &mut F) -> Result<bool, HttpError>
+    where
+        F: FnMut(&[u8]) -> Result<(), HttpError>,
+    {
+        if line.is_empty() {
+            // §2.2: a server "SHOULD ignore at least one empty line (CRLF)
+            // received prior to the request-line" (all such lines count
+            // toward the size limit).
+            return Ok(self.lines > 0);
+        }
+        self.lines += 1;
+        if self.lines > limits.max_fields + 1 {
+            return Err(TOO_MANY);
+        }
+        on_line(line)?;
+        Ok(false)
+    }
+
     /// Whether any start-line byte has been seen.
     pub fn started(&self) -> bool {
         self.size > 0
     }
+}
+
+/// The length of the run of plain bytes (anything but a CTL: 0x00–0x1F,
+/// 0x7F) that `s` starts with.
+///
+/// Eight bytes at a time: [`ctl_flags`] of a little-endian word flags the
+/// first CTL in it exactly (the lowest flag; flags above it may be false),
+/// so the first flag's byte is where the run ends. The last few bytes are
+/// tested one by one.
+fn plain_run(s: &[u8]) -> usize {
+    let mut rest = s;
+    while let Some((word, tail)) = rest.split_first_chunk::<8>() {
+        let flags = ctl_flags(u64::from_le_bytes(*word));
+        if flags != 0 {
+            return s.len() - rest.len() + (flags.trailing_zeros() / 8) as usize;
+        }
+        rest = tail;
+    }
+    let done = s.len() - rest.len();
+    done + rest.iter().position(|&b| b < 0x20 || b == 0x7f).unwrap_or(rest.len())
+}
+
+/// The high bit of each byte of `x` that is a CTL (below 0x20, or 0x7F),
+/// and possibly of bytes above (in significance) the lowest such byte, never
+/// below it: a byte's subtraction borrows only from the bytes above it
+/// ("hasless" and "haszero" of Sean Anderson's Bit Twiddling Hacks).
+const fn ctl_flags(x: u64) -> u64 {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = ONES * 0x80;
+    // A byte below 0x20 (and so below 0x80) borrows and keeps its high bit
+    // clear: its flag is set. A byte from 0x20 up, with no borrow coming in,
+    // yields no flag (from 0xA0 up the difference has the high bit, but the
+    // byte has it too).
+    let below_space = x.wrapping_sub(ONES * 0x20) & !x & HIGH;
+    // 0x7F: a zero byte of x ^ 0x7F7F...; the same argument with 0x01.
+    let y = x ^ (ONES * 0x7f);
+    let del = y.wrapping_sub(ONES) & !y & HIGH;
+    below_space | del
 }
 
 /// Splits a field line into a name and a value with surrounding whitespace
@@ -234,9 +308,35 @@ pub fn split_field(line: &[u8]) -> Result<(&[u8], &[u8]), HttpError> {
     Ok((name, trim(&line[colon + 1..])))
 }
 
-/// RFC 9110 §5.6.2 token characters.
+/// RFC 9110 §5.6.2 token characters: tchar = "!" / "#" / "$" / "%" / "&"
+/// / "'" / "*" / "+" / "-" / "." / "^" / "_" / "`" / "|" / "~" / DIGIT /
+/// ALPHA.
 pub fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
+}
+
+/// [`is_tchar`] as a table: one load per byte.
+const TCHAR: [bool; 256] = alnum_and(b"!#$%&'*+-.^_`|~");
+
+/// RFC 3986 §3.2.2 reg-name characters but pct-encoded: unreserved (§2.3)
+/// and sub-delims (§2.2), as [`is_unreserved`] or [`is_sub_delim`].
+const REG_NAME: [bool; 256] = alnum_and(b"-._~!$&'()*+,;=");
+
+/// A membership table of the ASCII letters and digits and the bytes of
+/// `extra`.
+const fn alnum_and(extra: &[u8]) -> [bool; 256] {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < extra.len() {
+        table[extra[i] as usize] = true;
+        i += 1;
+    }
+    table
 }
 
 /// Whether `v` is a non-empty RFC 9110 §5.6.2 token.
@@ -263,7 +363,21 @@ pub fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
 
 /// Whether a comma-separated field value lists `token` (ASCII case-insensitive).
 pub fn has_token(value: &[u8], token: &str) -> bool {
-    list_elements(value).any(|t| t.eq_ignore_ascii_case(token.as_bytes()))
+    let mut found = false;
+    has_tokens(value, &mut [(token, &mut found)]);
+    found
+}
+
+/// [`has_token`] for several tokens in one pass over `value`: sets each
+/// flag whose token the value lists (and leaves the others as they were).
+pub(crate) fn has_tokens(value: &[u8], tokens: &mut [(&str, &mut bool)]) {
+    // The common case: the value is one element (e.g. `Upgrade: websocket`)
+    // and `split` finds no comma.
+    for element in list_elements(value) {
+        for (token, found) in tokens.iter_mut() {
+            **found |= element.eq_ignore_ascii_case(token.as_bytes());
+        }
+    }
 }
 
 /// Parses `HTTP/1.x` into x; other majors are not spoken here.
@@ -392,7 +506,7 @@ fn valid_reg_name(v: &[u8]) -> bool {
                 }
                 i += 3;
             }
-            b if is_unreserved(b) || is_sub_delim(b) => i += 1,
+            b if REG_NAME[usize::from(b)] => i += 1,
             _ => return false,
         }
     }
@@ -607,6 +721,242 @@ mod tests {
         assert!(matches!(lines_of(&[&hundred]).1, Ok(Progress::Complete(_))));
     }
 
+    /// The reader as it was before runs of plain bytes were skipped eight
+    /// at a time: every byte through the rules in turn. The new one must
+    /// agree with it on every input, however split.
+    #[derive(Debug, Default)]
+    struct Bytewise {
+        carry: Vec<u8>,
+        size: usize,
+        lines: usize,
+        cr: bool,
+    }
+
+    impl Bytewise {
+        fn feed<F>(&mut self, limits: &HeadLimits, input: &[u8], mut on_line: F) -> Result<Progress, HttpError>
+        where
+            F: FnMut(&[u8]) -> Result<(), HttpError>,
+        {
+            let mut at = 0;
+            let room = limits.max_size.saturating_sub(self.size);
+            for (i, &b) in input.iter().enumerate() {
+                if i >= room {
+                    return Err(TOO_LARGE);
+                }
+                match b {
+                    b'\n' if self.cr => {}
+                    b'\n' => return Err(BARE_LF),
+                    _ if self.cr => return Err(BARE_CR),
+                    b'\r' => {
+                        self.cr = true;
+                        continue;
+                    }
+                    b'\t' | b' '..=b'~' | 0x80..=0xff => continue,
+                    _ => return Err(CONTROL),
+                }
+                self.cr = false;
+                let end = i + 1;
+                self.size += end - at;
+                let mut carried = std::mem::take(&mut self.carry);
+                let line: &[u8] = if carried.is_empty() {
+                    &input[at..i]
+                } else {
+                    carried.extend_from_slice(&input[at..i]);
+                    &carried
+                };
+                let line = line.strip_suffix(b"\r").unwrap_or(line);
+                at = end;
+                if line.is_empty() {
+                    if self.lines == 0 {
+                        continue;
+                    }
+                    return Ok(Progress::Complete(at));
+                }
+                self.lines += 1;
+                if self.lines > limits.max_fields + 1 {
+                    return Err(TOO_MANY);
+                }
+                on_line(line)?;
+                carried.clear();
+                self.carry = carried;
+            }
+            self.size += input.len() - at;
+            self.carry.extend_from_slice(&input[at..]);
+            Ok(Progress::Partial)
+        }
+    }
+
+    /// What a feed of `chunks` did: each result until the first that is
+    /// not `Partial`, the lines handed over, and the reader's state after
+    /// each feed (as `Debug`: carry, size, line count, CR flag).
+    type Trace = (Vec<Result<Progress, HttpError>>, Vec<Vec<u8>>, Vec<String>);
+
+    /// A callback that refuses lines starting with `!` (as the fuzz target's).
+    fn take_line(lines: &mut Vec<Vec<u8>>, l: &[u8]) -> Result<(), HttpError> {
+        if l.starts_with(b"!") {
+            return Err(HttpError::new(499, "refused by the callback"));
+        }
+        lines.push(l.to_vec());
+        Ok(())
+    }
+
+    fn trace_new(limits: &HeadLimits, chunks: &[&[u8]]) -> Trace {
+        let (mut r, mut results, mut lines, mut states) = (HeadReader::new(), vec![], vec![], vec![]);
+        for c in chunks {
+            let p = r.feed(limits, c, |l| take_line(&mut lines, l));
+            results.push(p);
+            states.push(format!("{r:?}"));
+            if p != Ok(Progress::Partial) {
+                break;
+            }
+        }
+        (results, lines, states)
+    }
+
+    fn trace_old(limits: &HeadLimits, chunks: &[&[u8]]) -> Trace {
+        let (mut r, mut results, mut lines, mut states) = (Bytewise::default(), vec![], vec![], vec![]);
+        for c in chunks {
+            let p = r.feed(limits, c, |l| take_line(&mut lines, l));
+            results.push(p);
+            states.push(format!("{r:?}").replacen("Bytewise", "HeadReader", 1));
+            if p != Ok(Progress::Partial) {
+                break;
+            }
+        }
+        (results, lines, states)
+    }
+
+    /// Both readers on `head`: whole, split once at every offset, one byte
+    /// at a time, and in pieces of `sizes` (cycled).
+    fn same_as_bytewise(limits: &HeadLimits, head: &[u8], sizes: &[usize]) {
+        let check = |chunks: &[&[u8]], how: &str| {
+            assert_eq!(
+                trace_new(limits, chunks),
+                trace_old(limits, chunks),
+                "{how}, {limits:?}: {:?}",
+                String::from_utf8_lossy(head)
+            );
+        };
+        check(&[head], "whole");
+        for cut in 0..=head.len() {
+            check(&[&head[..cut], &head[cut..]], &format!("cut at {cut}"));
+        }
+        check(&head.chunks(1).collect::<Vec<_>>(), "byte at a time");
+        let (mut pieces, mut rest) = (Vec::new(), head);
+        for &n in sizes.iter().cycle().take(head.len() + 1) {
+            let (a, b) = rest.split_at(n.min(rest.len()));
+            pieces.push(a);
+            rest = b;
+        }
+        check(&pieces, &format!("pieces of {sizes:?}"));
+    }
+
+    /// Limits that bite at various points of short heads, and roomy ones.
+    const DIFF_LIMITS: [HeadLimits; 4] = [
+        LIMITS,
+        HeadLimits {
+            max_size: 37,
+            max_fields: 1,
+        },
+        HeadLimits {
+            max_size: 16,
+            max_fields: 100,
+        },
+        HeadLimits {
+            max_size: 0,
+            max_fields: 0,
+        },
+    ];
+
+    /// Every byte value at every position of a few heads, under several
+    /// limits, fed every way: the same results, lines and states as the
+    /// bytewise reader.
+    #[test]
+    fn every_byte_everywhere_as_bytewise() {
+        let templates: [&[u8]; 4] = [
+            b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\n\r\n",
+            b"\r\nGET / HTTP/1.1\r\nX:\ta\tb\r\n!x: y\r\n\r\nbody",
+            b"0123456789abcdef\r\r\n\n\x7f\t\x80\xff\r\n",
+            b"",
+        ];
+        for t in templates {
+            for limits in &DIFF_LIMITS {
+                same_as_bytewise(limits, t, &[3, 8, 1, 17]);
+                if limits.max_size == 0 {
+                    continue;
+                }
+                for at in 0..t.len() {
+                    for v in 0..=255u8 {
+                        let mut head = t.to_vec();
+                        head[at] = v;
+                        same_as_bytewise(limits, &head, &[9, 2]);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Random heads (xorshift64, fixed seed) drawn from the bytes that
+    /// matter (CR, LF, HTAB, other CTLs, DEL, plain ASCII and obs-text, and
+    /// `!` that the callback refuses), fed in random pieces.
+    #[test]
+    fn random_heads_as_bytewise() {
+        const ALPHABET: &[u8] = b"\r\n\r\n\r\n\t\x00\x1f\x7f\x80\xff !:aaaaaaaaaaaaaa";
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for round in 0..3000 {
+            let len = (next() % 80) as usize;
+            let mut head: Vec<u8> = (0..len)
+                .map(|_| ALPHABET[(next() % ALPHABET.len() as u64) as usize])
+                .collect();
+            // Mostly well-formed line ends, so that heads get far.
+            if round % 2 == 0 {
+                head = String::from_utf8_lossy(&head).replace('\n', "\r\n").into_bytes();
+                head.retain(|&b| b == b'\r' || b == b'\n' || b >= 0x20);
+                let crlf = head.windows(2).filter(|w| w == b"\r\n").count();
+                let bare_cr = head.iter().filter(|&&b| b == b'\r').count() - crlf;
+                if bare_cr > 0 && round % 4 == 0 {
+                    head.retain(|&b| b != b'\r');
+                }
+            }
+            let sizes: Vec<usize> = (0..4).map(|_| (next() % 12) as usize).collect();
+            let limits = HeadLimits {
+                max_size: (next() % 100) as usize,
+                max_fields: (next() % 6) as usize,
+            };
+            same_as_bytewise(&limits, &head, &sizes);
+            same_as_bytewise(&LIMITS, &head, &sizes);
+        }
+    }
+
+    /// The word test against its definition: each byte value at each place
+    /// of runs up to 19 bytes long, with a second CTL (or none) further on.
+    #[test]
+    fn plain_run_finds_the_first_ctl() {
+        let bytewise = |s: &[u8]| s.iter().position(|&b| b < 0x20 || b == 0x7f).unwrap_or(s.len());
+        for len in 0..20 {
+            for fill in [b'a', 0x80, 0xff, 0x20, 0x7e, 0xa0] {
+                for at in 0..len {
+                    for v in 0..=255u8 {
+                        for second in [None, Some(0x00), Some(0x7f), Some(0x1f)] {
+                            let mut s = vec![fill; len];
+                            s[at] = v;
+                            if let Some(c) = second.filter(|_| at + 1 < len) {
+                                s[len - 1] = c;
+                            }
+                            assert_eq!(plain_run(&s), bytewise(&s), "{s:x?}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn field_splitting() {
         assert_eq!(
@@ -768,6 +1118,50 @@ mod tests {
         // A guess that is a prefix padded with NULs is not a match either.
         assert!(!token_matches(b"ab", b"ab\0"));
         assert!(!token_matches(b"ab\0", b"ab"));
+    }
+
+    /// The tables against the definitions they replace, on every byte.
+    #[test]
+    fn character_tables() {
+        for b in 0..=255u8 {
+            let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+            assert_eq!(is_tchar(b), tchar, "{b:#x}");
+            assert_eq!(REG_NAME[usize::from(b)], is_unreserved(b) || is_sub_delim(b), "{b:#x}");
+        }
+        assert_eq!((0..=255u8).filter(|&b| is_tchar(b)).count(), 62 + 15);
+        assert_eq!((0..=255u8).filter(|&b| REG_NAME[usize::from(b)]).count(), 62 + 4 + 11);
+    }
+
+    /// `has_token` and `has_tokens` against the list definition, on values
+    /// made of the pieces that matter (separators, white space, case,
+    /// near misses).
+    #[test]
+    fn token_lists_as_defined() {
+        let by_definition = |v: &[u8], t: &str| list_elements(v).any(|e| e.eq_ignore_ascii_case(t.as_bytes()));
+        let pieces: [&[u8]; 9] = [
+            b"upgrade", b"UpGrade", b"close", b",", b" ", b"\t", b"x", b"upgrad", b"e",
+        ];
+        let mut x = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let value: Vec<u8> = (0..x % 6)
+                .flat_map(|k| pieces[((x >> (8 + 4 * k)) % 9) as usize].iter().copied())
+                .collect();
+            for token in ["upgrade", "close", "", "e", "upgrade,close"] {
+                assert_eq!(
+                    has_token(&value, token),
+                    by_definition(&value, token),
+                    "{value:?} {token}"
+                );
+            }
+            let (mut up, mut close) = (false, x % 7 == 0);
+            let close_before = close;
+            has_tokens(&value, &mut [("upgrade", &mut up), ("close", &mut close)]);
+            assert_eq!(up, by_definition(&value, "upgrade"));
+            assert_eq!(close, close_before || by_definition(&value, "close"));
+        }
     }
 
     #[test]
