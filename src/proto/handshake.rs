@@ -35,22 +35,11 @@ pub fn accept_key(key: &[u8]) -> AcceptKey {
     let mut sha = sha1_smol::Sha1::new();
     sha.update(key);
     sha.update(GUID);
-    base64_digest(&sha.digest().bytes())
-}
-
-/// Base64 (RFC 4648 §4, padded) of a SHA-1 digest: six groups of 3 bytes
-/// (4 characters each), then 2 bytes (3 characters) and `=`. Done by hand:
-/// the `base64` engine's general encoder costs some 300 instructions.
-fn base64_digest(digest: &[u8; 20]) -> AcceptKey {
-    let mut out = [b'='; 28];
-    for (group, chars) in digest.chunks(3).zip(out.chunks_mut(4)) {
-        let byte = |i: usize| u32::from(group.get(i).copied().unwrap_or(0));
-        let bits = byte(0) << 16 | byte(1) << 8 | byte(2);
-        // n bytes give n + 1 characters; the rest stay `=`.
-        for (k, c) in chars.iter_mut().enumerate().take(group.len() + 1) {
-            *c = BASE64_ALPHABET[(bits >> (18 - 6 * k) & 63) as usize];
-        }
-    }
+    let mut out = [0u8; 28];
+    let n = BASE64
+        .encode_slice(sha.digest().bytes(), &mut out)
+        .expect("28 bytes hold the base64 of 20");
+    debug_assert_eq!(n, 28);
     out
 }
 
@@ -410,7 +399,7 @@ impl Request {
     fn key_field(&mut self, value: &[u8]) {
         if self.key.is_some() {
             self.defect(HttpError::bad("more than one Sec-WebSocket-Key"));
-        } else if is_key(value) {
+        } else if decoded_len(value) == Some(16) {
             let mut key = [0u8; 24];
             key.copy_from_slice(value);
             self.key = Some(key);
@@ -492,36 +481,14 @@ pub fn select_subprotocol<'a>(req: &Request, server_prefs: &'a [String]) -> Opti
     server_prefs.iter().map(String::as_str).find(|p| req.offers_protocol(p))
 }
 
-/// Whether `value` is base64 of 16 bytes (§4.2.1 5) as the `base64`
-/// crate's standard engine decodes it (RFC 4648 §4, padding required, no
-/// stray bits: §3.5 "decoders MAY chose to reject an encoding if the pad
-/// bits have not been set to zero"): 22 characters of the alphabet, the
-/// last with its low 4 bits (pad bits) zero, then `==`. Done by hand: the
-/// engine's general decoder costs some 300 instructions a key.
-fn is_key(value: &[u8]) -> bool {
-    let [data @ .., b'=', b'='] = value else {
-        return false;
-    };
-    data.len() == 22 && data.iter().all(|&c| BASE64_VALUE[usize::from(c)] < 64) && {
-        // The 22nd character: 2 bits of the 16th byte, then 4 pad bits.
-        BASE64_VALUE[usize::from(data[21])] & 0x0f == 0
+/// Decoded length of a base64 value, if it is valid base64.
+fn decoded_len(value: &[u8]) -> Option<usize> {
+    let mut buf = [0u8; 18];
+    if value.len() > 24 {
+        return None;
     }
+    BASE64.decode_slice(value, &mut buf).ok()
 }
-
-/// The value of each base64 character (RFC 4648 §4 alphabet), 64 for
-/// bytes outside it.
-const BASE64_VALUE: [u8; 256] = {
-    let mut table = [64u8; 256];
-    let mut i = 0;
-    while i < 64 {
-        table[BASE64_ALPHABET[i] as usize] = i as u8;
-        i += 1;
-    }
-    table
-};
-
-/// RFC 4648 §4: the base64 alphabet, by value.
-const BASE64_ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 /// Reads a request head incrementally (see [`http::HeadReader`]).
 #[derive(Debug)]
@@ -1321,65 +1288,6 @@ mod tests {
     const RFC_REQUEST: &[u8] = b"GET /chat HTTP/1.1\r\nHost: server.example.com\r\nUpgrade: websocket\r\n\
 Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nOrigin: http://example.com\r\n\
 Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
-
-    /// `is_key` against the `base64` crate's decoder (what it replaced):
-    /// every byte value at every position of a few keys, and random strings
-    /// of the alphabet and `=` of every length up to 27.
-    #[test]
-    fn keys_as_the_base64_crate_decodes_them() {
-        let decodes_to_16 = |v: &[u8]| {
-            let mut buf = [0u8; 18];
-            v.len() <= 24 && BASE64.decode_slice(v, &mut buf) == Ok(16)
-        };
-        for key in [
-            &b"dGhlIHNhbXBsZSBub25jZQ=="[..],
-            b"AAAAAAAAAAAAAAAAAAAAAA==",
-            b"////////////////////+w==",
-        ] {
-            assert!(is_key(key));
-            for at in 0..key.len() {
-                for v in 0..=255u8 {
-                    let mut k = key.to_vec();
-                    k[at] = v;
-                    assert_eq!(is_key(&k), decodes_to_16(&k), "{}", String::from_utf8_lossy(&k));
-                }
-            }
-        }
-        let chars = b"ABQgwxyz09+/=====";
-        let mut x = 0x853c_49e6_748f_ea9bu64;
-        for n in 0..200_000 {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            let len = n % 28;
-            let mut k: Vec<u8> = (0..len).map(|i| chars[((x >> (i * 2)) % 17) as usize]).collect();
-            if n % 3 == 0 && len >= 2 {
-                k[len - 2..].copy_from_slice(b"==");
-            }
-            assert_eq!(is_key(&k), decodes_to_16(&k), "{}", String::from_utf8_lossy(&k));
-        }
-    }
-
-    /// The hand-made encoding of the digest against the `base64` crate's.
-    #[test]
-    fn accept_keys_as_the_base64_crate_encodes_them() {
-        let mut x = 0x1234_5678_9abc_def1u64;
-        for n in 0..5000 {
-            let mut digest = [0u8; 20];
-            for b in &mut digest {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                *b = x as u8;
-            }
-            if n < 256 {
-                digest = [n as u8; 20];
-            }
-            let mut want = [0u8; 28];
-            assert_eq!(BASE64.encode_slice(digest, &mut want), Ok(28));
-            assert_eq!(base64_digest(&digest), want, "{digest:x?}");
-        }
-    }
 
     #[test]
     fn ascii_copies() {
