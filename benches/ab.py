@@ -31,7 +31,9 @@ ROOT = Path(__file__).resolve().parent.parent
 CASES = {
     "echo 100x20": ([], ["echo", "-c", "100", "-s", "20"], "/echo", 4),
     "echo 100x1k": ([], ["echo", "-c", "100", "-s", "1024"], "/echo", 4),
+    "echo 100x4k": ([], ["echo", "-c", "100", "-s", "4096"], "/echo", 4),
     "echo 10x16k": ([], ["echo", "-c", "10", "-s", "16384"], "/echo", 4),
+    "echo 10x64k": ([], ["echo", "-c", "10", "-s", "65536"], "/echo", 4),
     "echo 1000x20": ([], ["echo", "-c", "1000", "-s", "20"], "/echo", 4),
     "all-to-all 100": (
         ["--broadcast-to-sender"],

@@ -1,9 +1,7 @@
 //! Proof that steady-state echo of 16 KiB messages allocates nothing: a
 //! counting global allocator around the whole process (server loop on one
-//! thread, a client that itself never allocates on another). Echoes of 1 KiB
-//! and more are written from the read buffer with a vectored write (the
-//! frame header from the write buffer), not copied; `alloc.rs` proves the
-//! same for 20-byte messages, which are.
+//! thread, a client that itself never allocates on another); `alloc.rs`
+//! proves the same for 20-byte messages.
 //!
 //! This file holds one test on purpose: the counter is process-wide.
 

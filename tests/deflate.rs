@@ -123,8 +123,8 @@ fn echoes_over_the_threshold_come_back_with_rsv1() {
 
 /// Uncompressed messages on a connection that agreed to permessage-deflate:
 /// with the default threshold the server compresses its echoes of 1 KiB and
-/// more; with a high one it sends them as they came, written from its read
-/// buffer (src/net/splice.rs). Pipelined, so that several share a read.
+/// more; with a high one it sends them as they came. Pipelined, so that several
+/// share a read.
 #[test]
 fn uncompressed_large_echoes_with_deflate_agreed_are_exact() {
     if !python_ready() {

@@ -6,7 +6,7 @@ use super::io::{write_some, Transport};
 use super::outq::OutQueue;
 use crate::proto::conn::Connection;
 use crate::service::Route;
-use std::io::{self, IoSlice};
+use std::io;
 
 /// One connection's record in the loop's slab. An idle one owns no buffer:
 /// partial input and unsent output are allocated only while they exist.
@@ -67,30 +67,6 @@ impl<S: Transport> Conn<S> {
                 Ok(())
             }
         }
-    }
-
-    /// [`send`](Self::send) for output in pieces (`bufs`, in order), with
-    /// vectored writes: what the transport does not take is copied into the
-    /// queue, so the pieces may be reused once this returns.
-    pub fn send_vectored(&mut self, mut bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-        if let Some(q) = self.out.as_mut().filter(|q| !q.is_empty()) {
-            bufs.iter().for_each(|b| q.push(b));
-            return q.flush(&mut self.stream).map(|_| ());
-        }
-        while !bufs.is_empty() {
-            match self.stream.write_vectored(bufs) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => IoSlice::advance_slices(&mut bufs, n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if !bufs.is_empty() {
-            let q = self.out.get_or_insert_with(Box::default);
-            bufs.iter().for_each(|b| q.push(b));
-        }
-        Ok(())
     }
 
     /// Writes what the queue holds, as far as the transport takes it.

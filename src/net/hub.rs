@@ -16,7 +16,6 @@
 use super::conn::{Budget, Conn};
 use super::fanout::{Deferred, Fanout};
 use super::io::{tls_failure, Transport};
-use super::splice::{Splices, MAX_PIECES, SPLICE_MIN};
 use super::timers::Timers;
 use crate::config::{Config, READ_BUFFER};
 use crate::proto::close::code;
@@ -29,7 +28,7 @@ use crate::service::metrics::{self, Snapshot};
 use crate::service::{Command, Page, Reply, Route, Service};
 use log::{debug, trace};
 use slab::Slab;
-use std::io::{self, IoSlice};
+use std::io;
 
 /// Reads per connection per iteration before others get their turn (and
 /// before a room's batch goes out: a batch should stay well under the
@@ -53,10 +52,6 @@ pub(crate) struct Hub<S> {
     /// Output for the connection being handled, written when its input has
     /// been processed.
     wbuf: Vec<u8>,
-    /// Payloads in the read buffer that go out between pieces of `wbuf`
-    /// (large echoes, not copied); recorded by `feed`, written and cleared
-    /// by the `flush` that follows it, before the read buffer is reused.
-    splices: Splices,
     /// Connections that used their read budget with input maybe left.
     again: Vec<usize>,
     fanout: Fanout,
@@ -92,7 +87,6 @@ impl<S: Transport> Hub<S> {
             rstore: vec![0; READ_BUFFER + PAGE].into_boxed_slice(),
             rstart: 0,
             wbuf: Vec::with_capacity(READ_BUFFER),
-            splices: Splices::default(),
             again: Vec::new(),
             fanout: Fanout::default(),
             memory: Budget {
@@ -305,15 +299,10 @@ impl<S: Transport> Hub<S> {
             timers,
             memory,
             codec,
-            splices,
             ..
         } = self;
-        // Where the read buffer lies, to tell payloads in it from others.
-        let store = (rstore.as_ptr() as usize, rstore.len());
         let input = &mut rstore[*rstart..*rstart + n];
         let mut pos = 0;
-        // Only an answer to a request (an upgrade) changes it within a read.
-        let mut compress_from = compress_from(&conns[key], config, codec);
         loop {
             let conn = &mut conns[key];
             let Some(event) = conn.proto.handle_input(settings, now, input, &mut pos, wbuf, codec) else {
@@ -326,29 +315,16 @@ impl<S: Transport> Hub<S> {
                     let at = wbuf.len();
                     match service.on_message(key, conn.route, kind, payload, config) {
                         Command::Send(kind, payload) => {
-                            // Spliced (see `splice`): large, not to be
-                            // compressed (that rewrites the frame in `wbuf`),
-                            // over plain TCP, with nothing waiting before it.
-                            let spliced = payload.len() >= SPLICE_MIN
-                                && payload.len() < compress_from
-                                && conn.stream.splices()
-                                && conn.out.is_none()
-                                && !conn.stream.has_pending()
-                                && splice(wbuf, splices, store, kind.opcode(), payload);
-                            if !spliced {
-                                frame::write(wbuf, kind.opcode(), payload, None);
-                            }
-                            sent = Some((payload.len(), spliced));
+                            frame::write(wbuf, kind.opcode(), payload, None);
+                            sent = Some(payload.len());
                         }
                         Command::Close(code, reason) => close = Some((code, reason)),
                         Command::None => {}
                     }
-                    if let Some((n, spliced)) = sent {
+                    if let Some(n) = sent {
                         service.stats.messages_out += 1;
                         service.stats.bytes_out += n as u64;
-                        if !spliced {
-                            conn.proto.compress_tail(codec, wbuf, at);
-                        }
+                        conn.proto.compress_tail(codec, wbuf, at);
                     }
                     if let Some((code, reason)) = close {
                         debug!("#{key}: closing: {reason}");
@@ -384,7 +360,6 @@ impl<S: Transport> Hub<S> {
                 memory,
             };
             hub.answer(key, now, reply);
-            compress_from = self::compress_from(&conns[key], config, codec);
         }
     }
 
@@ -415,11 +390,7 @@ impl<S: Transport> Hub<S> {
     fn flush(&mut self, key: usize) -> bool {
         if !self.wbuf.is_empty() {
             self.service.stats.write_calls += 1;
-            let result = if self.splices.is_empty() {
-                self.conns[key].send(&self.wbuf)
-            } else {
-                self.send_spliced(key)
-            };
+            let result = self.conns[key].send(&self.wbuf);
             self.wbuf.clear();
             if self.wbuf.capacity() > 4 * READ_BUFFER {
                 // A large message passed through; don't keep its memory.
@@ -436,18 +407,6 @@ impl<S: Transport> Hub<S> {
             }
         }
         self.settle(key)
-    }
-
-    /// Writes the write buffer's pieces and the payloads spliced between
-    /// them (large echoes, in the read buffer) to connection `key` with one
-    /// vectored write, and clears the splices. Out of line: the flush of
-    /// small messages stays as it was.
-    #[inline(never)]
-    fn send_spliced(&mut self, key: usize) -> io::Result<()> {
-        let mut iov = [IoSlice::new(&[]); MAX_PIECES];
-        let n = self.splices.gather(&self.wbuf, &self.rstore, &mut iov);
-        self.splices.clear();
-        self.conns[key].send_vectored(&mut iov[..n])
     }
 
     /// Brings the loop's view of connection `key` in line with its state
@@ -570,38 +529,6 @@ impl<S: Transport> Hub<S> {
             debug!("#{key} closed: {why} ({} bytes unsent)", conn.queued());
         }
     }
-}
-
-/// The size from which `conn`'s messages are compressed (permessage-deflate
-/// agreed), `usize::MAX` if none are.
-#[inline(always)]
-fn compress_from<S>(conn: &Conn<S>, config: &Config, codec: &Codec) -> usize {
-    match config.deflate.and(conn.proto.deflate()) {
-        Some(_) => codec.config.threshold,
-        None => usize::MAX,
-    }
-}
-
-/// Appends the header of an unmasked final frame carrying `payload` to
-/// `wbuf` and records where the payload lies in the read buffer (`store`:
-/// its address and length), so that the flush writes it from there. Returns
-/// false, appending nothing, if it lies elsewhere or no more fit. Out of
-/// line: only messages of [`SPLICE_MIN`] bytes and more come here.
-#[inline(never)]
-fn splice(
-    wbuf: &mut Vec<u8>,
-    splices: &mut Splices,
-    store: (usize, usize),
-    opcode: frame::Opcode,
-    payload: &[u8],
-) -> bool {
-    let header = frame::encode(true, opcode, payload.len() as u64, None);
-    let at = wbuf.len() + header.as_slice().len();
-    if !splices.push(at, store.0, store.1, payload) {
-        return false;
-    }
-    wbuf.extend_from_slice(header.as_slice());
-    true
 }
 
 /// The service's reply to a request head (the probe listener answers only

@@ -48,15 +48,6 @@ pub trait Transport: Read + Write {
     fn probes_only(&self) -> bool {
         false
     }
-
-    /// Whether output may go out as several pieces in one `write_vectored`
-    /// straight from where they lie (an echo's payload in the read buffer,
-    /// see `splice`) rather than copied into one buffer first: plain TCP,
-    /// where `writev` costs what `write` does. TLS copies every byte into
-    /// its records anyway.
-    fn splices(&self) -> bool {
-        false
-    }
 }
 
 impl Transport for TcpStream {
@@ -68,10 +59,6 @@ impl Transport for TcpStream {
         if let Err(e) = socket2::SockRef::from(self).set_tcp_notsent_lowat(bytes) {
             log::debug!("TCP_NOTSENT_LOWAT: {e}");
         }
-    }
-
-    fn splices(&self) -> bool {
-        true
     }
 }
 

@@ -10,7 +10,6 @@
 //!   errors, `write_some` (imports nothing of `net`).
 //! - `outq`, `timers`, `transport`: the queue of unsent output, the deadline
 //!   heap, and what a connection's bytes travel over (plain TCP or TLS).
-//! - `splice`: large echoes written from the read buffer, not copied.
 //! - `tls`: the TLS configuration (certificate and key, reloaded on SIGHUP);
 //!   `tls_server`: the server's TLS transport (rustls, unbuffered).
 
@@ -21,7 +20,6 @@ mod io;
 mod outq;
 mod redis;
 mod server;
-mod splice;
 mod timers;
 mod tls;
 mod tls_server;

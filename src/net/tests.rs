@@ -115,11 +115,6 @@ impl Transport for MemStream {
         self.tx.borrow_mut().shut = true;
         Ok(())
     }
-
-    /// Like TCP: the hub's large echoes go through the splice path here.
-    fn splices(&self) -> bool {
-        true
-    }
 }
 
 impl Drop for MemStream {
@@ -1166,12 +1161,10 @@ fn mixed_messages() -> Vec<(Opcode, Vec<u8>)> {
     v
 }
 
-/// Large echoes go out from the read buffer between pieces of the write
-/// buffer (`splice`). Pipelined with small ones and pings (whose pongs go
-/// into the write buffer between them), more of them per read than the
-/// splice list holds, to a client whose pipe takes everything, or only a
-/// part of a write (the rest must be queued in order): every frame comes
-/// back whole and in order.
+/// Large echoes pipelined with small ones and pings (whose pongs go into
+/// the write buffer between them), to a client whose pipe takes everything,
+/// or only a part of a write (the rest must be queued in order): every
+/// frame comes back whole and in order.
 #[test]
 fn echoes_are_whole_and_in_order_through_any_pipe() {
     let messages = mixed_messages();

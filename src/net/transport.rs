@@ -104,11 +104,6 @@ impl Transport for Stream {
     fn probes_only(&self) -> bool {
         matches!(self, Stream::Probes(_))
     }
-
-    #[inline]
-    fn splices(&self) -> bool {
-        matches!(self, Stream::Plain(_))
-    }
 }
 
 /// TLS over a non-blocking socket `S` on rustls' buffered API (either

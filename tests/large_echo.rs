@@ -1,8 +1,6 @@
-//! Large echoes over real sockets. Echoes of 1 KiB and more are written
-//! from the read buffer, their frame headers from the write buffer, with
-//! one vectored write (src/net/splice.rs): these tests would see a piece
-//! out of place, a payload overwritten before it went out, or a short write
-//! whose rest was lost or queued out of order.
+//! Large echoes over real sockets, pipelined with small ones: these tests
+//! would see a frame out of place, a payload overwritten before it went
+//! out, or a short write whose rest was lost or queued out of order.
 
 mod common;
 use common::{masked_frame, metric_at, Daemon, Raw};
@@ -34,7 +32,7 @@ fn echo_all(c: &mut Raw, messages: &[(u8, Vec<u8>)]) {
 fn pipelined_small_and_large_echoes_come_back_exact_and_in_order() {
     let d = Daemon::start(&[]);
     let mut c = Raw::open(d.addr);
-    // Many per read (more large ones than the splice list holds), pings
+    // Many per read, pings
     // between them, and a few past the read buffer (gathered over reads).
     let sizes = [
         20, 1_024, 1_023, 3_000, 0, 16_384, 5, 2_048, 125, 126, 65_535, 1_500, 70_000,
@@ -58,8 +56,8 @@ fn a_peer_that_reads_late_gets_every_byte_in_order() {
     // A small receive window: the server's writes are cut short long before
     // all is sent, and the rest waits in its queue.
     let mut c = Raw::open_small_rcvbuf(d.addr, "/echo", 4096);
-    // Mostly just over the threshold: many spliced echoes per write, so
-    // that where a write is cut short, many pieces are left to queue.
+    // Mostly just over 1 KiB: many echoes per write, so that where a write
+    // is cut short, many frames are left to queue.
     let sizes = [1_024, 1_500, 20, 2_000, 1_100, 16_384, 1_024, 3_000, 60_000];
     let messages: Vec<(u8, Vec<u8>)> = (0..1_000).map(|i| (2, payload(i, sizes[i % sizes.len()]))).collect();
     let bytes: Vec<u8> = messages.iter().flat_map(|(op, p)| masked_frame(true, *op, p)).collect();
@@ -84,10 +82,10 @@ fn a_peer_that_reads_late_gets_every_byte_in_order() {
 }
 
 #[test]
-fn echoes_around_the_threshold_one_per_read() {
+fn large_echoes_one_per_read() {
     let d = Daemon::start(&[]);
     let mut c = Raw::open(d.addr);
-    // One message per read: each echo is spliced alone.
+    // One message per read: each echo alone in its write.
     for (i, len) in [1_023, 1_024, 1_025, 16_384, 65_535, 65_536 - 14]
         .into_iter()
         .enumerate()
