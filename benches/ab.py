@@ -9,7 +9,7 @@ Build the old binary from a worktree of the old revision
 (`git worktree add /tmp/old REV && cargo build --release --bin wsloop` there).
 For every repetition, every case runs once with each binary (a fresh server
 on CPU 0, wsflood on CPU 1, every message verified by wsflood); the figure
-is messages (echoes, deliveries) per second of server CPU time, and the
+is messages (echoes, deliveries; churn: connect-upgrade-echo-close cycles) per second of server CPU time, and the
 ratio after / before is taken within each repetition, so that the machine's
 drift between minutes cancels. Prints the median and min-max of the ratios.
 
@@ -47,6 +47,7 @@ CASES = {
         "/broadcast/b",
         4,
     ),
+    "churn 100": ([], ["churn", "-c", "100"], "/echo", 4),
     "fanout 1->10000": (
         ["--broadcast-to-sender"],
         ["broadcast", "-c", "10000", "-p", "1", "-k", "16", "--expect-self", "-s", "64"],
@@ -80,7 +81,9 @@ def run(binary, server_args, flood_args, path, secs, wsflood):
     finally:
         srv.terminate()
         srv.wait(timeout=30)
-    return d["messages"]["received"] / d["cpu"]["server_s"], d["verification"]["ok"]
+    # Churn: connect, upgrade, one echo, close cycles; else messages.
+    done = d["churn"]["cycles"] if flood_args[0] == "churn" else d["messages"]["received"]
+    return done / d["cpu"]["server_s"], d["verification"]["ok"]
 
 
 def main():
