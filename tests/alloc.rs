@@ -1,6 +1,7 @@
-//! Proof that steady-state echo of small messages allocates nothing: a
-//! counting global allocator around the whole process (server loop on one
-//! thread, a client that itself never allocates on another).
+//! Proof that steady-state echo allocates nothing, of small messages and of
+//! large ones (written in one frame with a 16-bit length): a counting
+//! global allocator around the whole process (server loop on one thread, a
+//! client that itself never allocates while it measures on another).
 //!
 //! This file holds one test on purpose: the counter is process-wide.
 
@@ -15,7 +16,7 @@ mod counting;
 static GLOBAL: counting::Counting = counting::Counting;
 
 #[test]
-fn steady_state_echo_of_20_byte_messages_allocates_nothing() {
+fn steady_state_echo_of_20_bytes_and_of_16_kib_allocates_nothing() {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let config = wsloop::config::Config {
@@ -41,33 +42,46 @@ Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n
     assert!(head.starts_with(b"HTTP/1.1 101 "), "{}", String::from_utf8_lossy(&head));
     assert!(head.ends_with(b"\r\n\r\n"));
 
-    // One masked 20-byte text frame (header 2 + mask 4 + payload 20).
-    let key = [1u8, 2, 3, 4];
-    let payload = *b"twenty bytes, exact!";
-    let mut frame = [0u8; 26];
-    frame[0] = 0x81;
-    frame[1] = 0x80 | 20;
-    frame[2..6].copy_from_slice(&key);
-    for (i, b) in payload.iter().enumerate() {
-        frame[6 + i] = b ^ key[i % 4];
+    // A 20-byte text message (7-bit length) and a 16 KiB binary one
+    // (16-bit length), on the same connection, one after the other.
+    for (opcode, len, n) in [(1u8, 20usize, 20_000u64), (2, 16 << 10, 5_000)] {
+        let allocations = echo_allocations(&mut s, opcode, len, n);
+        println!("{allocations} heap allocations over {n} echoes of {len} bytes");
+        assert_eq!(allocations, 0, "steady-state echo of {len} bytes must not allocate");
     }
-    let mut echo = [0u8; 22];
+}
+
+/// Heap allocations in the process over `n` echoes of one `len`-byte
+/// message, after a warm-up that lets buffers reach their steady sizes.
+fn echo_allocations(s: &mut TcpStream, opcode: u8, len: usize, n: u64) -> u64 {
+    let payload: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+    let key = [1u8, 2, 3, 4];
+    // The server's echo: FIN + opcode, the length unmasked, the payload.
+    let mut want = vec![0x80 | opcode];
+    if len < 126 {
+        want.push(len as u8);
+    } else {
+        want.extend_from_slice(&[126, (len >> 8) as u8, len as u8]);
+    }
+    // The client's frame: the same header with the mask bit, the key, the
+    // payload masked (RFC 6455 §5.3).
+    let mut frame = want.clone();
+    frame[1] |= 0x80;
+    frame.extend_from_slice(&key);
+    frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    want.extend_from_slice(&payload);
+    let mut echo = vec![0u8; want.len()];
     let mut round_trip = |s: &mut TcpStream| {
         s.write_all(&frame).unwrap();
         s.read_exact(&mut echo).unwrap();
-        assert_eq!(&echo[..2], &[0x81, 20]);
-        assert_eq!(&echo[2..], &payload);
+        assert!(echo == want, "the echo of {len} bytes differs");
     };
-    // Warm-up: buffers reach their steady sizes.
     for _ in 0..1_000 {
-        round_trip(&mut s);
+        round_trip(s);
     }
-    const N: u64 = 20_000;
     let before = counting::allocations();
-    for _ in 0..N {
-        round_trip(&mut s);
+    for _ in 0..n {
+        round_trip(s);
     }
-    let allocations = counting::allocations() - before;
-    println!("{allocations} heap allocations over {N} echoes of 20 bytes");
-    assert_eq!(allocations, 0, "steady-state echo must not allocate");
+    counting::allocations() - before
 }
