@@ -316,25 +316,35 @@ pub fn is_tchar(b: u8) -> bool {
 }
 
 /// [`is_tchar`] as a table: one load per byte.
-const TCHAR: [bool; 256] = alnum_and(b"!#$%&'*+-.^_`|~");
+const TCHAR: [bool; 256] = alnum_and(&[b"!#$%&'*+-.^_`|~"]);
 
-/// RFC 3986 §3.2.2 reg-name characters but pct-encoded: unreserved (§2.3)
-/// and sub-delims (§2.2), as [`is_unreserved`] or [`is_sub_delim`].
-const REG_NAME: [bool; 256] = alnum_and(b"-._~!$&'()*+,;=");
+/// RFC 3986 §2.3: unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~".
+const UNRESERVED_MARKS: &[u8] = b"-._~";
+/// RFC 3986 §2.2: sub-delims = "!" / "$" / "&" / "'" / "(" / ")" / "*" /
+/// "+" / "," / ";" / "=".
+const SUB_DELIMS: &[u8] = b"!$&'()*+,;=";
+
+/// RFC 3986 §3.2.2 reg-name characters but pct-encoded: unreserved and
+/// sub-delims.
+const REG_NAME: [bool; 256] = alnum_and(&[UNRESERVED_MARKS, SUB_DELIMS]);
 
 /// A membership table of the ASCII letters and digits and the bytes of
-/// `extra`.
-const fn alnum_and(extra: &[u8]) -> [bool; 256] {
+/// each of `extra`.
+const fn alnum_and(extra: &[&[u8]]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
         table[b] = (b as u8).is_ascii_alphanumeric();
         b += 1;
     }
-    let mut i = 0;
-    while i < extra.len() {
-        table[extra[i] as usize] = true;
-        i += 1;
+    let mut set = 0;
+    while set < extra.len() {
+        let mut i = 0;
+        while i < extra[set].len() {
+            table[extra[set][i] as usize] = true;
+            i += 1;
+        }
+        set += 1;
     }
     table
 }
@@ -525,20 +535,9 @@ fn valid_ip_literal(v: &[u8]) -> bool {
         return !ver.is_empty()
             && ver.iter().all(u8::is_ascii_hexdigit)
             && !tail.is_empty()
-            && tail.iter().all(|&b| is_unreserved(b) || is_sub_delim(b) || b == b':');
+            && tail.iter().all(|&b| REG_NAME[usize::from(b)] || b == b':');
     }
     std::str::from_utf8(v).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
-}
-
-/// RFC 3986 §2.3: unreserved = ALPHA / DIGIT / "-" / "." / "_" / "~".
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
-}
-
-/// RFC 3986 §2.2: sub-delims = "!" / "$" / "&" / "'" / "(" / ")" / "*" /
-/// "+" / "," / ";" / "=".
-fn is_sub_delim(b: u8) -> bool {
-    b"!$&'()*+,;=".contains(&b)
 }
 
 // ------------------------------------------------------- authorization --
@@ -1126,7 +1125,8 @@ mod tests {
         for b in 0..=255u8 {
             let tchar = b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
             assert_eq!(is_tchar(b), tchar, "{b:#x}");
-            assert_eq!(REG_NAME[usize::from(b)], is_unreserved(b) || is_sub_delim(b), "{b:#x}");
+            let reg_name = b.is_ascii_alphanumeric() || b"-._~".contains(&b) || b"!$&'()*+,;=".contains(&b);
+            assert_eq!(REG_NAME[usize::from(b)], reg_name, "{b:#x}");
         }
         assert_eq!((0..=255u8).filter(|&b| is_tchar(b)).count(), 62 + 15);
         assert_eq!((0..=255u8).filter(|&b| REG_NAME[usize::from(b)]).count(), 62 + 4 + 11);

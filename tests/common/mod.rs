@@ -429,7 +429,6 @@ pub fn rss(pid: u32) -> u64 {
     kb * 1024
 }
 
-/// Sends an HTTP request and returns (status, head, body).
 /// A metric's value from the daemon's `/metrics` at `addr` (the line
 /// `NAME VALUE`); panics if it is missing or the answer is not 200.
 pub fn metric_at(addr: SocketAddr, name: &str) -> u64 {
@@ -444,6 +443,7 @@ pub fn metric_at(addr: SocketAddr, name: &str) -> u64 {
         .unwrap()
 }
 
+/// Sends an HTTP request and returns (status, head, body).
 pub fn http(addr: SocketAddr, request: &[u8]) -> (u16, String, Vec<u8>) {
     let mut c = Raw::connect(addr);
     c.send(request);
