@@ -162,7 +162,7 @@ def drive(port, conns, size, inflight, echoes, timeout=600):
 
 def run(argv, tool, out, port, case, echoes, env):
     if tool == "callgrind":
-        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *argv]
+        cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *os.environ.get("CALLGRIND_ARGS", "").split(), *argv]
     elif tool == "strace":
         cmd = ["strace", "-c", "-f", "-o", str(out), *argv]
     else:

@@ -40,6 +40,18 @@ impl<S: Transport> Conn<S> {
         self.proto.buffered() + self.out.as_ref().map_or(0, |q| q.charge()) + self.stream.held()
     }
 
+    /// Whether [`Hub::settle`](super::hub::Hub) would change nothing: its
+    /// protocol state is [quiet](Connection::is_quiet), nothing is queued
+    /// or held by its transport, and its charge is nothing.
+    #[inline]
+    pub fn is_quiet(&self) -> bool {
+        self.out.is_none()
+            && self.charged == 0
+            && self.stream.held() == 0
+            && !self.stream.has_pending()
+            && self.proto.is_quiet()
+    }
+
     /// Bytes waiting in the queue.
     pub fn queued(&self) -> usize {
         self.out.as_ref().map_or(0, |q| q.len())

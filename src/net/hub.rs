@@ -149,6 +149,7 @@ impl<S: Transport> Hub<S> {
                 return;
             }
             self.service.stats.read_calls += 1;
+            let quiet = conn.is_quiet();
             let rbuf = &mut self.rstore[self.rstart..self.rstart + READ_BUFFER];
             match conn.stream.read(rbuf) {
                 Ok(0) => {
@@ -160,9 +161,19 @@ impl<S: Transport> Hub<S> {
                 }
                 Ok(n) => {
                     self.feed(key, now, n);
-                    self.refuse_growth_over_budget(key, now);
-                    if !self.flush(key) {
-                        return;
+                    if quiet && self.conns[key].proto.is_quiet() {
+                        // The common case, messages in and answers out: a
+                        // quiet connection that stayed quiet gathered
+                        // nothing (no growth to refuse) and, once its
+                        // answers are out whole, needs no settling.
+                        if !self.write_out(key) || (!self.conns[key].is_quiet() && !self.settle(key)) {
+                            return;
+                        }
+                    } else {
+                        self.refuse_growth_over_budget(key, now);
+                        if !self.flush(key) {
+                            return;
+                        }
                     }
                     // A short read emptied the socket; the next arrival is
                     // a new edge. Skipping the read that would say
@@ -388,6 +399,12 @@ impl<S: Transport> Hub<S> {
     /// if any), then [`settle`](Self::settle)s it. Returns false if the
     /// connection was torn down.
     fn flush(&mut self, key: usize) -> bool {
+        self.write_out(key) && self.settle(key)
+    }
+
+    /// [`flush`](Self::flush) but for settling.
+    #[inline]
+    fn write_out(&mut self, key: usize) -> bool {
         if !self.wbuf.is_empty() {
             self.service.stats.write_calls += 1;
             let result = self.conns[key].send(&self.wbuf);
@@ -406,7 +423,7 @@ impl<S: Transport> Hub<S> {
                 return false;
             }
         }
-        self.settle(key)
+        true
     }
 
     /// Brings the loop's view of connection `key` in line with its state

@@ -438,6 +438,40 @@ fn keepalive_pings_then_closes_1001_then_drops_after_the_close_timeout() {
     assert!(!lively.closed());
 }
 
+/// Echoes on a quiet connection skip settling (no new deadline: activity
+/// only moves the next ping later); a connection with a ping outstanding
+/// is not quiet, and its first message brings the next ping forward from
+/// the idle deadline.
+#[test]
+fn messages_move_the_next_ping_and_one_after_a_ping_brings_it_forward() {
+    let ms = std::time::Duration::from_millis;
+    let mut w = World::new(Config {
+        ping_interval: ms(100),
+        idle_timeout: ms(1000),
+        ..config()
+    });
+    let mut c = w.open("/echo");
+    w.advance_to(60);
+    c.frame(Opcode::Text, b"a");
+    w.advance_to(60);
+    assert_eq!(c.next_frame().map(|f| f.payload), Some(b"a".to_vec()));
+    w.advance_to(159);
+    assert_eq!(c.next_frame(), None, "no ping before 60 + 100");
+    w.advance_to(160);
+    assert_eq!(c.next_frame().map(|f| f.opcode), Some(0x9));
+    // Pinged; the idle deadline is 160 + 1000. A message instead of the
+    // Pong is a sign of life: the next ping is due 100 after it.
+    w.advance_to(200);
+    c.frame(Opcode::Text, b"b");
+    w.advance_to(200);
+    assert_eq!(c.next_frame().map(|f| f.payload), Some(b"b".to_vec()));
+    w.advance_to(299);
+    assert_eq!(c.next_frame(), None);
+    w.advance_to(300);
+    assert_eq!(c.next_frame().map(|f| f.opcode), Some(0x9), "pinged again at 200 + 100");
+    assert!(!c.closed());
+}
+
 #[test]
 fn closing_handshake_shuts_our_side_then_waits_for_the_fin() {
     let mut w = World::new(config());

@@ -238,6 +238,16 @@ impl Connection {
         matches!(self.state, State::Open { .. })
     }
 
+    /// Open, not waiting for a Pong, and gathering no message: it holds no
+    /// buffer, and its one deadline is the next ping's, `last_active` plus
+    /// the ping interval, which activity only moves later. Input that
+    /// leaves a quiet connection quiet needs no new deadline (the one set
+    /// is earlier, and fires early: [`Expired::Early`]).
+    #[inline]
+    pub fn is_quiet(&self) -> bool {
+        matches!(&self.state, State::Open { session, pinged: false, .. } if session.buffered() == 0)
+    }
+
     /// Whether the connection is over and its socket should be closed.
     pub fn is_done(&self) -> bool {
         matches!(self.state, State::Done)

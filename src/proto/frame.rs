@@ -200,24 +200,23 @@ pub fn write(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], mask: Option<[u8
 
 /// A server's frame (FIN set, no mask) with first byte `b0`: the header in
 /// the shortest length form (§5.2), then the payload.
-#[inline]
+#[inline(always)]
 fn write_unmasked(out: &mut Vec<u8>, b0: u8, payload: &[u8]) {
     let len = payload.len();
-    let mut header = [b0, 0, 0, 0, 0, 0, 0, 0, 0, 0];
-    let n = if len < 126 {
-        header[1] = len as u8;
-        2
+    // Each form appended as a fixed-size array: a store or two, where a
+    // slice of run-time length would be a call to `memcpy`.
+    if len < 126 {
+        out.reserve(2 + len);
+        out.extend_from_slice(&[b0, len as u8]);
     } else if len <= usize::from(u16::MAX) {
-        header[1] = 126;
-        header[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-        4
+        let [a, b] = (len as u16).to_be_bytes();
+        out.reserve(4 + len);
+        out.extend_from_slice(&[b0, 126, a, b]);
     } else {
-        header[1] = 127;
-        header[2..10].copy_from_slice(&(len as u64).to_be_bytes());
-        10
-    };
-    out.reserve(n + len);
-    out.extend_from_slice(&header[..n]);
+        let [a, b, c, d, e, f, g, h] = (len as u64).to_be_bytes();
+        out.reserve(10 + len);
+        out.extend_from_slice(&[b0, 127, a, b, c, d, e, f, g, h]);
+    }
     out.extend_from_slice(payload);
 }
 
