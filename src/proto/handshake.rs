@@ -246,7 +246,7 @@ impl Request {
 
     fn field(&mut self, line: &[u8]) -> Result<(), HttpError> {
         let (name, value) = split_field(line)?;
-        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        let is = |n: &str| http::eq_lowercase(name, n);
         if is("host") {
             self.host_field(value)
         } else if is("upgrade") {
@@ -903,7 +903,7 @@ impl ResponseParser {
 
     fn field(&mut self, line: &[u8]) -> Result<(), HttpError> {
         let (name, value) = split_field(line)?;
-        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        let is = |n: &str| http::eq_lowercase(name, n);
         if is("upgrade") {
             self.upgrade |= has_token(value, "websocket");
         } else if is("connection") {

@@ -400,9 +400,32 @@ pub(crate) fn has_tokens(value: &[u8], tokens: &mut [(&str, &mut bool)]) {
     // and `split` finds no comma.
     for element in list_elements(value) {
         for (token, found) in tokens.iter_mut() {
-            **found |= element.eq_ignore_ascii_case(token.as_bytes());
+            **found |= eq_lowercase(element, token);
         }
     }
+}
+
+/// Whether `s` is `lower` but for ASCII case, where `lower` is lowercase
+/// letters and `-` (a header name or token we look for) and `s` holds no
+/// CR (anything a [`HeadReader`] line holds). Then a byte matches a letter
+/// exactly when it equals it with bit 0x20 set (the uppercase letter is the
+/// only other byte that does) and `-` (0x2D) exactly when it is `-` (the
+/// other such byte is CR), so the comparison is an OR and an equality,
+/// eight bytes at a time.
+pub fn eq_lowercase(s: &[u8], lower: &str) -> bool {
+    let lower = lower.as_bytes();
+    debug_assert!(lower.iter().all(|&b| b.is_ascii_lowercase() || b == b'-'), "{lower:?}");
+    if s.len() != lower.len() {
+        return false;
+    }
+    let (mut a, mut b) = (s, lower);
+    while let (Some((x, a_rest)), Some((y, b_rest))) = (a.split_first_chunk::<8>(), b.split_first_chunk::<8>()) {
+        if u64::from_le_bytes(*x) | 0x2020_2020_2020_2020 != u64::from_le_bytes(*y) {
+            return false;
+        }
+        (a, b) = (a_rest, b_rest);
+    }
+    a.iter().zip(b).all(|(&x, &y)| x | 0x20 == y)
 }
 
 /// Parses `HTTP/1.x` into x; other majors are not spoken here.
@@ -991,6 +1014,26 @@ mod tests {
                 split_field(line),
                 Err(HttpError::bad("whitespace between a header name and its colon"))
             );
+        }
+    }
+
+    /// The OR comparison against `eq_ignore_ascii_case`: every byte but CR
+    /// at every position of names and tokens we look for, of lengths either
+    /// side of eight and sixteen.
+    #[test]
+    fn lowercase_comparison_agrees_with_ignoring_case() {
+        for lower in ["host", "upgrade", "websocket", "sec-websocket-key", "sec-websocket-extensions", "a-b"] {
+            let bytes = lower.as_bytes();
+            assert!(eq_lowercase(bytes, lower));
+            assert!(eq_lowercase(lower.to_ascii_uppercase().as_bytes(), lower));
+            assert!(!eq_lowercase(&bytes[1..], lower));
+            for at in 0..bytes.len() {
+                for b in (0..=255u8).filter(|&b| b != b'\r') {
+                    let mut s = bytes.to_vec();
+                    s[at] = b;
+                    assert_eq!(eq_lowercase(&s, lower), s.eq_ignore_ascii_case(bytes), "{s:?} {lower}");
+                }
+            }
         }
     }
 
