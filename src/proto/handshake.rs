@@ -416,7 +416,8 @@ impl Request {
         let parsed = match value {
             [b'0'] => Some(0),
             [b'1'..=b'9', ..] if value.len() <= 3 && value.iter().all(u8::is_ascii_digit) => {
-                std::str::from_utf8(value).ok().and_then(|v| v.parse::<u8>().ok())
+                let n = value.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
+                u8::try_from(n).ok()
             }
             _ => None,
         };
