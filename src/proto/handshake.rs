@@ -399,7 +399,7 @@ impl Request {
     fn key_field(&mut self, value: &[u8]) {
         if self.key.is_some() {
             self.defect(HttpError::bad("more than one Sec-WebSocket-Key"));
-        } else if decoded_len(value) == Some(16) {
+        } else if is_key_of_16_bytes(value) {
             let mut key = [0u8; 24];
             key.copy_from_slice(value);
             self.key = Some(key);
@@ -482,7 +482,19 @@ pub fn select_subprotocol<'a>(req: &Request, server_prefs: &'a [String]) -> Opti
     server_prefs.iter().map(String::as_str).find(|p| req.offers_protocol(p))
 }
 
+/// §4.2.1 5: whether a key is "a base64-encoded value that, when decoded,
+/// is 16 bytes in length". In canonical base64 (RFC 4648 §4: with its
+/// padding, and §3.5: the bits past the data zero, as the `base64` crate's
+/// standard engine requires), 16 bytes are 21 characters of the alphabet,
+/// one that carries the last 2 bits and 4 zero bits (A, Q, g or w), and
+/// `==`: a check of shape, not a decoding.
+fn is_key_of_16_bytes(value: &[u8]) -> bool {
+    const ALPHABET: [bool; 256] = http::alnum_and(&[b"+/"]);
+    matches!(value, [head @ .., b'A' | b'Q' | b'g' | b'w', b'=', b'='] if head.len() == 21 && http::run_len(head, &ALPHABET) == 21)
+}
+
 /// Decoded length of a base64 value, if it is valid base64.
+#[cfg(test)]
 fn decoded_len(value: &[u8]) -> Option<usize> {
     let mut buf = [0u8; 18];
     if value.len() > 24 {
@@ -1296,6 +1308,46 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
         // Not reached from the parser; the Latin-1 reading stays.
         assert_eq!(ascii(b"caf\xe9\xff"), "caf\u{e9}\u{ff}");
         assert_eq!(ascii(b"\xc3\xa9"), "\u{c3}\u{a9}");
+    }
+
+    /// The shape check against decoding with the `base64` crate: every byte
+    /// value at every position of a few keys, and keys of every length.
+    #[test]
+    fn key_shape_agrees_with_decoding() {
+        let keys: &[&[u8]] = &[
+            b"dGhlIHNhbXBsZSBub25jZQ==",
+            b"acbrw7FeQUSevJr5kLu4eg==",
+            b"+/+/+/+/+/+/+/+/+/+/+w==",
+        ];
+        for key in keys {
+            assert!(is_key_of_16_bytes(key));
+            for at in 0..key.len() {
+                for b in 0..=255u8 {
+                    let mut k = key.to_vec();
+                    k[at] = b;
+                    assert_eq!(
+                        is_key_of_16_bytes(&k),
+                        decoded_len(&k) == Some(16),
+                        "{:?}",
+                        String::from_utf8_lossy(&k)
+                    );
+                }
+            }
+        }
+        for len in 0..40 {
+            for fill in [b'A', b'=', b'w'] {
+                let mut k = vec![fill; len];
+                if len >= 2 {
+                    k[len - 2..].copy_from_slice(b"==");
+                }
+                assert_eq!(
+                    is_key_of_16_bytes(&k),
+                    decoded_len(&k) == Some(16),
+                    "{:?}",
+                    String::from_utf8_lossy(&k)
+                );
+            }
+        }
     }
 
     #[test]

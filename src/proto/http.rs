@@ -304,7 +304,7 @@ fn token_len(s: &[u8]) -> usize {
 /// eight table lookups make a bit mask, with no branch between them, and
 /// the run ends at the mask's first clear bit; the last few bytes one by
 /// one.
-fn run_len(s: &[u8], set: &[bool; 256]) -> usize {
+pub(crate) fn run_len(s: &[u8], set: &[bool; 256]) -> usize {
     let mut rest = s;
     while let Some((word, tail)) = rest.split_first_chunk::<8>() {
         let mask = word
@@ -370,7 +370,7 @@ const REG_NAME: [bool; 256] = alnum_and(&[UNRESERVED_MARKS, SUB_DELIMS]);
 
 /// A membership table of the ASCII letters and digits and the bytes of
 /// each of `extra`.
-const fn alnum_and(extra: &[&[u8]]) -> [bool; 256] {
+pub(crate) const fn alnum_and(extra: &[&[u8]]) -> [bool; 256] {
     let mut table = [false; 256];
     let mut b = 0;
     while b < 256 {
@@ -421,11 +421,22 @@ pub fn has_token(value: &[u8], token: &str) -> bool {
 /// [`has_token`] for several tokens in one pass over `value`: sets each
 /// flag whose token the value lists (and leaves the others as they were).
 pub(crate) fn has_tokens(value: &[u8], tokens: &mut [(&str, &mut bool)]) {
-    // The common case: the value is one element (e.g. `Upgrade: websocket`)
-    // and `split` finds no comma.
-    for element in list_elements(value) {
+    // The elements of `list_elements`, without its iterator's machinery
+    // (the common value is one element, e.g. `Upgrade: websocket`).
+    let mut rest = value;
+    loop {
+        let (element, next) = match rest.iter().position(|&b| b == b',') {
+            Some(comma) => (&rest[..comma], Some(&rest[comma + 1..])),
+            None => (rest, None),
+        };
+        // Empty elements (skipped by `list_elements`) match no token.
+        let element = trim(element);
         for (token, found) in tokens.iter_mut() {
             **found |= eq_lowercase(element, token);
+        }
+        match next {
+            Some(next) => rest = next,
+            None => return,
         }
     }
 }
@@ -1325,6 +1336,29 @@ mod tests {
             has_tokens(&value, &mut [("upgrade", &mut up), ("close", &mut close)]);
             assert_eq!(up, by_definition(&value, "upgrade"));
             assert_eq!(close, close_before || by_definition(&value, "close"));
+        }
+    }
+
+    /// The one-loop token search against one over `list_elements`.
+    #[test]
+    fn token_search_agrees_with_the_list_elements() {
+        let values: &[&[u8]] = &[b"Upgrade", b" keep-alive ,upgrade\t", b",,close,", b"websocket, x", b""];
+        for value in values {
+            for at in 0..value.len() {
+                for b in (0..=255u8).filter(|&b| b != b'\r') {
+                    let mut v = value.to_vec();
+                    v[at] = b;
+                    for token in ["upgrade", "close", "websocket"] {
+                        let listed = list_elements(&v).any(|e| e.eq_ignore_ascii_case(token.as_bytes()));
+                        assert_eq!(
+                            has_token(&v, token),
+                            listed,
+                            "{:?} {token}",
+                            String::from_utf8_lossy(&v)
+                        );
+                    }
+                }
+            }
         }
     }
 
