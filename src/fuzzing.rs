@@ -244,12 +244,12 @@ pub fn request_parser(data: &[u8]) {
 /// Invariants of a parsed request head.
 fn check_request(req: &handshake::Request, used: usize, limits: &HeadLimits) {
     assert!(used <= limits.max_size);
-    assert!(req.target.starts_with('/') && req.target.bytes().all(|b| b.is_ascii_graphic()));
+    assert!(req.target().starts_with('/') && req.target().bytes().all(|b| b.is_ascii_graphic()));
     let rebuilt = match req.query() {
         Some(q) => format!("{}?{q}", req.path()),
         None => req.path().to_owned(),
     };
-    assert_eq!(rebuilt, req.target);
+    assert_eq!(rebuilt, req.target());
     let _ = (req.keep_alive(), req.wants_upgrade());
     match req.websocket_key() {
         Ok(key) => {
@@ -848,7 +848,7 @@ fn drive_connection(
                 break;
             }
             Some(Event::Request(req)) => {
-                events.push(format!("request {:?} {}", req.method, req.target));
+                events.push(format!("request {:?} {}", req.method, req.target()));
                 if req.websocket_key().is_ok() {
                     // permessage-deflate when offered: compressed messages
                     // are inflated (bounded by the message limit) and the

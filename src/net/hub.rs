@@ -553,11 +553,11 @@ impl<S: Transport> Hub<S> {
 /// request, and kept apart from the loop over WebSocket messages.
 #[inline(never)]
 fn request_reply(key: usize, req: &Request, probes_only: bool, service: &mut Service, config: &Config) -> Reply {
-    if probes_only && !is_probe(&req.target) {
-        debug!("#{key}: {:?} {} on the probe listener", req.method, req.target);
+    if probes_only && !is_probe(req.target()) {
+        debug!("#{key}: {:?} {} on the probe listener", req.method, req.target());
         return Reply::Refuse(HttpError::new(404, "only /healthz and /metrics on this port"));
     }
-    debug!("#{key}: {:?} {}", req.method, req.target);
+    debug!("#{key}: {:?} {}", req.method, req.target());
     service.on_request(key, req, config)
 }
 

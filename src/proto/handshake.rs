@@ -43,6 +43,10 @@ pub fn accept_key(key: &[u8]) -> AcceptKey {
     out
 }
 
+/// Bytes reserved after a request's target for its authority: a Host such
+/// as `chat.example.com:8443` fits, so the two take one allocation.
+const AUTHORITY_ROOM: usize = 32;
+
 /// The request method, as far as routing cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
@@ -57,19 +61,17 @@ pub enum Method {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Request {
     pub method: Method,
-    /// The request target in origin-form (path and query): as sent, or the
-    /// path (`/` if empty) and query of an absolute-form target.
-    pub target: String,
+    /// The [target](Self::target), then the [authority](Self::authority)
+    /// if any: one allocation for both.
+    text: String,
+    /// Where the target ends and the authority, if any, starts in `text`.
+    target_len: usize,
+    has_authority: bool,
     /// x in HTTP/1.x.
     pub minor_version: u8,
     /// Whether a `Host` field was sent (RFC 9112 §3.2: required in every
     /// HTTP/1.1 request, absolute-form too; [`RequestParser`] enforces it).
     pub host: bool,
-    /// The authority the request is for, `uri-host [":" port]` as sent:
-    /// that of an absolute-form target (whose `Host` field is then ignored,
-    /// RFC 9112 §3.2.2), else the `Host` field's value. None without a
-    /// `Host` field or with an empty one.
-    pub authority: Option<String>,
     pub upgrade_websocket: bool,
     pub connection_upgrade: bool,
     /// `Connection: close`: no further request on this connection.
@@ -105,10 +107,11 @@ impl Request {
     fn new() -> Self {
         Request {
             method: Method::Other,
-            target: String::new(),
+            text: String::new(),
+            target_len: 0,
+            has_authority: false,
             minor_version: 1,
             host: false,
-            authority: None,
             upgrade_websocket: false,
             connection_upgrade: false,
             connection_close: false,
@@ -126,14 +129,28 @@ impl Request {
         }
     }
 
+    /// The request target in origin-form (path and query): as sent, or the
+    /// path (`/` if empty) and query of an absolute-form target.
+    pub fn target(&self) -> &str {
+        &self.text[..self.target_len]
+    }
+
+    /// The authority the request is for, `uri-host [":" port]` as sent:
+    /// that of an absolute-form target (whose `Host` field is then ignored,
+    /// RFC 9112 §3.2.2), else the `Host` field's value. None without a
+    /// `Host` field or with an empty one.
+    pub fn authority(&self) -> Option<&str> {
+        self.has_authority.then(|| &self.text[self.target_len..])
+    }
+
     /// The path part of the target (before any `?`).
     pub fn path(&self) -> &str {
-        self.target.split('?').next().unwrap_or("")
+        self.target().split('?').next().unwrap_or("")
     }
 
     /// The query part of the target (after the first `?`), if any.
     pub fn query(&self) -> Option<&str> {
-        self.target.split_once('?').map(|(_, q)| q)
+        self.target().split_once('?').map(|(_, q)| q)
     }
 
     /// Whether the connection may carry another request after this one
@@ -178,7 +195,7 @@ impl Request {
         if !self.host {
             return Err(HttpError::bad("missing Host header"));
         }
-        if self.authority.is_none() {
+        if self.authority().is_none() {
             return Err(HttpError::bad("empty Host header"));
         }
         // 3: "An |Upgrade| header field containing the value "websocket",
@@ -233,13 +250,19 @@ impl Request {
         // RFC 9110 §4.2.3: an empty path is "/". The target is ASCII
         // (checked by parse_target), so the pushes below copy it exactly.
         let slash = !t.path_and_query.starts_with(b"/");
-        let mut owned = String::with_capacity(t.path_and_query.len() + usize::from(slash));
+        // Room for the authority too, which comes with the target or in the
+        // Host field (a longer one grows the string).
+        let mut text = String::with_capacity(t.path_and_query.len() + usize::from(slash) + AUTHORITY_ROOM);
         if slash {
-            owned.push('/');
+            text.push('/');
         }
-        owned.push_str(&ascii(t.path_and_query));
-        self.target = owned;
-        self.authority = t.authority.map(|a| ascii(a).into_owned());
+        text.push_str(&ascii(t.path_and_query));
+        self.target_len = text.len();
+        if let Some(a) = t.authority {
+            text.push_str(&ascii(a));
+            self.has_authority = true;
+        }
+        self.text = text;
         self.minor_version = http::parse_version(version)?;
         Ok(())
     }
@@ -318,7 +341,7 @@ impl Request {
         }
         self.host = true;
         // Only the start line has been read: an authority is the target's.
-        let absolute = self.authority.is_some();
+        let absolute = self.has_authority;
         if value.is_empty() {
             // §3.2: "If the authority component is missing or undefined for
             // the target URI, then a client MUST send a Host header field
@@ -339,7 +362,10 @@ impl Request {
         // received Host header field (if any) and instead use the host
         // information of the request-target."
         if !absolute {
-            self.authority = Some(ascii(value).into_owned());
+            // The Host field comes once (checked above) and after the start
+            // line: the authority is the end of the text.
+            self.text.push_str(&ascii(value));
+            self.has_authority = true;
         }
         Ok(())
     }
@@ -1404,7 +1430,7 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
         assert_eq!(req.path(), "/chat");
         assert_eq!(req.origin.as_deref(), Some("http://example.com"));
         assert_eq!(req.protocols.as_deref(), Some("chat, superchat"));
-        assert_eq!(req.authority.as_deref(), Some("server.example.com"));
+        assert_eq!(req.authority(), Some("server.example.com"));
         assert_eq!(req.offered_protocols().collect::<Vec<_>>(), ["chat", "superchat"]);
         assert_eq!(&req.websocket_key().unwrap(), b"dGhlIHNhbXBsZSBub25jZQ==");
         let mut out = Vec::new();
@@ -1576,26 +1602,26 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
         // the authority is the target's, the Host field is ignored.
         let bytes = with("GET /chat", "GET hTTp://Other.example:8080/chat?x=1");
         let (req, _) = parse_all_ways(&bytes).unwrap();
-        assert_eq!(req.target, "/chat?x=1");
+        assert_eq!(req.target(), "/chat?x=1");
         assert_eq!((req.path(), req.query()), ("/chat", Some("x=1")));
-        assert_eq!(req.authority.as_deref(), Some("Other.example:8080"));
+        assert_eq!(req.authority(), Some("Other.example:8080"));
         assert!(req.websocket_key().is_ok());
         for (target, path) in [("https://h", "/"), ("http://h?q", "/?q"), ("http://[::1]/", "/")] {
             let bytes = format!("GET {target} HTTP/1.1\r\nHost: x\r\n\r\n");
             let (req, _) = parse_all_ways(bytes.as_bytes()).unwrap();
-            assert_eq!(req.target, path, "{target}");
+            assert_eq!(req.target(), path, "{target}");
         }
         // Host forms (RFC 9110 §7.2).
         for host in ["[::1]:9001", "127.0.0.1", "h:", "a.b-c_d~e"] {
             let (req, _) = parse_all_ways(&with("server.example.com", host)).unwrap();
-            assert_eq!(req.authority.as_deref(), Some(host));
+            assert_eq!(req.authority(), Some(host));
             assert!(req.websocket_key().is_ok(), "{host}");
         }
         // An empty Host with an origin-form target: accepted, no authority
         // (and so not a WebSocket handshake).
         let plain = b"GET /healthz HTTP/1.1\r\nHost:\r\n\r\n";
         let (req, _) = parse_all_ways(plain).unwrap();
-        assert!(req.host && req.authority.is_none());
+        assert!(req.host && req.authority().is_none());
         // Not so with an absolute-form target, which has an authority.
         assert_eq!(
             parse_all_ways(b"GET http://h/ HTTP/1.1\r\nHost:\r\n\r\n").unwrap_err(),
