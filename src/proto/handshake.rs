@@ -145,12 +145,14 @@ impl Request {
 
     /// The path part of the target (before any `?`).
     pub fn path(&self) -> &str {
-        self.target().split('?').next().unwrap_or("")
+        let t = self.target();
+        t.bytes().position(|b| b == b'?').map_or(t, |q| &t[..q])
     }
 
     /// The query part of the target (after the first `?`), if any.
     pub fn query(&self) -> Option<&str> {
-        self.target().split_once('?').map(|(_, q)| q)
+        let t = self.target();
+        t.bytes().position(|b| b == b'?').map(|q| &t[q + 1..])
     }
 
     /// Whether the connection may carry another request after this one
@@ -256,10 +258,10 @@ impl Request {
         if slash {
             text.push('/');
         }
-        text.push_str(&ascii(t.path_and_query));
+        push_ascii(&mut text, t.path_and_query);
         self.target_len = text.len();
         if let Some(a) = t.authority {
-            text.push_str(&ascii(a));
+            push_ascii(&mut text, a);
             self.has_authority = true;
         }
         self.text = text;
@@ -364,7 +366,7 @@ impl Request {
         if !absolute {
             // The Host field comes once (checked above) and after the start
             // line: the authority is the end of the text.
-            self.text.push_str(&ascii(value));
+            push_ascii(&mut self.text, value);
             self.has_authority = true;
         }
         Ok(())
@@ -489,14 +491,14 @@ fn set_once(slot: &mut Option<String>, value: &[u8], twice: &'static str) -> Res
     Ok(())
 }
 
-/// A copy of bytes known to be ASCII (other bytes would be copied as
-/// Latin-1; none reach here).
-fn ascii(v: &[u8]) -> std::borrow::Cow<'_, str> {
+/// Appends bytes the parser has checked are ASCII to `text`: UTF-8 as
+/// they stand, so copied whole once `from_utf8` agrees.
+fn push_ascii(text: &mut String, v: &[u8]) {
+    debug_assert!(v.is_ascii(), "{v:?}");
     match std::str::from_utf8(v) {
-        // ASCII is UTF-8 as it stands: borrowed, or copied whole, not
-        // encoded character by character.
-        Ok(s) if s.is_ascii() => std::borrow::Cow::Borrowed(s),
-        _ => std::borrow::Cow::Owned(v.iter().map(|&b| char::from(b)).collect()),
+        Ok(s) => text.push_str(s),
+        // Not reached: read as Latin-1.
+        Err(_) => text.extend(v.iter().map(|&b| char::from(b))),
     }
 }
 
@@ -1330,10 +1332,9 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
 
     #[test]
     fn ascii_copies() {
-        assert!(matches!(ascii(b"/a?b=c"), std::borrow::Cow::Borrowed("/a?b=c")));
-        // Not reached from the parser; the Latin-1 reading stays.
-        assert_eq!(ascii(b"caf\xe9\xff"), "caf\u{e9}\u{ff}");
-        assert_eq!(ascii(b"\xc3\xa9"), "\u{c3}\u{a9}");
+        let mut text = String::from("/");
+        push_ascii(&mut text, b"a?b=c");
+        assert_eq!(text, "/a?b=c");
     }
 
     /// The shape check against decoding with the `base64` crate: every byte
