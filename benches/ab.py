@@ -35,6 +35,7 @@ CASES = {
     "echo 10x16k": ([], ["echo", "-c", "10", "-s", "16384"], "/echo", 4),
     "echo 10x64k": ([], ["echo", "-c", "10", "-s", "65536"], "/echo", 4),
     "echo 1000x20": ([], ["echo", "-c", "1000", "-s", "20"], "/echo", 4),
+    "echo 100x20 k8": ([], ["echo", "-c", "100", "-s", "20", "-k", "8"], "/echo", 4),
     "all-to-all 100": (
         ["--broadcast-to-sender"],
         ["broadcast", "-c", "100", "--all-to-all", "--expect-self", "-s", "20"],

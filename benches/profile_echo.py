@@ -18,7 +18,9 @@ handshakes and the warm-up cancel out, leaving the cost of MEASURED echoes
 per connection. Tools:
 
 - `callgrind`: user-space instructions per echo (valgrind --tool=callgrind),
-  in all and per function (self cost, from callgrind_annotate);
+  in all and per function (self cost, from callgrind_annotate); extra
+  valgrind options from the environment's CALLGRIND_ARGS (e.g.
+  `--dump-instr=yes` for per-instruction costs, with `--keep`);
 - `strace`: system calls per echo (`strace -c -f`), per call.
 
 Per-iteration costs (one epoll_wait serving many connections) depend on how
