@@ -402,7 +402,10 @@ impl<S: Transport> Hub<S> {
         self.write_out(key) && self.settle(key)
     }
 
-    /// [`flush`](Self::flush) but for settling.
+    /// Writes the shared write buffer to connection `key` (behind its queue,
+    /// if any) and leaves it unsettled: [`flush`](Self::flush) is this,
+    /// then [`settle`](Self::settle). Returns false if the connection was
+    /// torn down.
     #[inline]
     fn write_out(&mut self, key: usize) -> bool {
         if !self.wbuf.is_empty() {
