@@ -2,7 +2,7 @@
 //! raw client for input no well-behaved library would send.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -233,15 +233,19 @@ impl Raw {
 
     fn fill(&mut self) -> usize {
         let mut tmp = [0u8; 65536];
-        match self.stream.read(&mut tmp) {
-            Ok(n) => {
-                self.buf.extend_from_slice(&tmp[..n]);
-                n
+        loop {
+            match self.stream.read(&mut tmp) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&tmp[..n]);
+                    return n;
+                }
+                // A signal, not the server: read again (std::io::Read's rule).
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A reset is not an end: the server promises to close with a
+                // FIN after its last word (RFC 6455 §7.1.1), and a reset can
+                // destroy that word before we read it.
+                Err(e) => panic!("read failed (deadline {DEADLINE:?}): {e}"),
             }
-            // A reset is not an end: the server promises to close with a
-            // FIN after its last word (RFC 6455 §7.1.1), and a reset can
-            // destroy that word before we read it.
-            Err(e) => panic!("read failed (deadline {DEADLINE:?}): {e}"),
         }
     }
 
