@@ -19,37 +19,19 @@ import argparse
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from profile_echo import free_port, wait_listening  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = {
     "wsloop": lambda port: [str(ROOT / "target/release/wsloop"), "--listen", f"127.0.0.1:{port}"],
     "rawtcp": lambda port: [str(ROOT / "benches/peers/target/release/rawtcp-echo"), "--listen", f"127.0.0.1:{port}"],
 }
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port, proc, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"server exited with {proc.returncode}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.2)
-    sys.exit("server did not start listening")
 
 
 def total_instructions(path):

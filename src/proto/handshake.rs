@@ -1346,34 +1346,23 @@ Sec-WebSocket-Protocol: chat, superchat\r\nSec-WebSocket-Version: 13\r\n\r\n";
             b"acbrw7FeQUSevJr5kLu4eg==",
             b"+/+/+/+/+/+/+/+/+/+/+w==",
         ];
-        for key in keys {
-            assert!(is_key_of_16_bytes(key));
-            for at in 0..key.len() {
-                for b in 0..=255u8 {
-                    let mut k = key.to_vec();
-                    k[at] = b;
-                    assert_eq!(
-                        is_key_of_16_bytes(&k),
-                        decoded_len(&k) == Some(16),
-                        "{:?}",
-                        String::from_utf8_lossy(&k)
-                    );
-                }
-            }
-        }
-        for len in 0..40 {
-            for fill in [b'A', b'=', b'w'] {
+        assert!(keys.iter().all(|k| is_key_of_16_bytes(k)));
+        let of_every_length = (0..40).flat_map(|len| {
+            [b'A', b'=', b'w'].map(|fill| {
                 let mut k = vec![fill; len];
                 if len >= 2 {
                     k[len - 2..].copy_from_slice(b"==");
                 }
-                assert_eq!(
-                    is_key_of_16_bytes(&k),
-                    decoded_len(&k) == Some(16),
-                    "{:?}",
-                    String::from_utf8_lossy(&k)
-                );
-            }
+                k
+            })
+        });
+        for k in http::one_byte_changes(keys).chain(of_every_length) {
+            assert_eq!(
+                is_key_of_16_bytes(&k),
+                decoded_len(&k) == Some(16),
+                "{:?}",
+                String::from_utf8_lossy(&k)
+            );
         }
     }
 
