@@ -64,9 +64,9 @@ pub struct Request {
     /// The [target](Self::target), then the [authority](Self::authority)
     /// if any: one allocation for both.
     text: String,
-    /// Where the target ends and the authority, if any, starts in `text`.
+    /// Where the target ends and the authority, if any, starts in `text`
+    /// (an authority is never empty: none is kept for an empty Host).
     target_len: usize,
-    has_authority: bool,
     /// x in HTTP/1.x.
     pub minor_version: u8,
     /// Whether a `Host` field was sent (RFC 9112 §3.2: required in every
@@ -109,7 +109,6 @@ impl Request {
             method: Method::Other,
             text: String::new(),
             target_len: 0,
-            has_authority: false,
             minor_version: 1,
             host: false,
             upgrade_websocket: false,
@@ -140,7 +139,7 @@ impl Request {
     /// RFC 9112 §3.2.2), else the `Host` field's value. None without a
     /// `Host` field or with an empty one.
     pub fn authority(&self) -> Option<&str> {
-        self.has_authority.then(|| &self.text[self.target_len..])
+        (self.text.len() > self.target_len).then(|| &self.text[self.target_len..])
     }
 
     /// The path part of the target (before any `?`).
@@ -262,7 +261,6 @@ impl Request {
         self.target_len = text.len();
         if let Some(a) = t.authority {
             push_ascii(&mut text, a);
-            self.has_authority = true;
         }
         self.text = text;
         self.minor_version = http::parse_version(version)?;
@@ -343,7 +341,7 @@ impl Request {
         }
         self.host = true;
         // Only the start line has been read: an authority is the target's.
-        let absolute = self.has_authority;
+        let absolute = self.authority().is_some();
         if value.is_empty() {
             // §3.2: "If the authority component is missing or undefined for
             // the target URI, then a client MUST send a Host header field
@@ -367,7 +365,6 @@ impl Request {
             // The Host field comes once (checked above) and after the start
             // line: the authority is the end of the text.
             push_ascii(&mut self.text, value);
-            self.has_authority = true;
         }
         Ok(())
     }
