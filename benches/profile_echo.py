@@ -25,7 +25,16 @@ per connection. Tools:
 
 Per-iteration costs (one epoll_wait serving many connections) depend on how
 many connections are ready at once, hence on timing: the figures are nearly,
-not exactly, repeatable. Python 3 standard library only; Linux only.
+not exactly, repeatable. `--batch B` (callgrind only) makes them exact and
+the same for every server: the echoes go in rounds of B connections, each
+round sent while the server is stopped (SIGSTOP once it sleeps in
+epoll_wait, then SIGCONT once all B frames are in its sockets), so that
+the loop finds exactly B connections ready at once. Being stopped makes
+epoll_wait return EINTR (signal(7)), so the shorter run has as many rounds
+with nothing sent: the difference is then exactly one loop iteration and B
+echoes per round. B = 1 is the worst case for a loop with a per-iteration
+cost; under load_test, 100 × 20 B, wsloop sees 3.6 echoes per iteration.
+Python 3 standard library only; Linux only.
 """
 
 import argparse
@@ -102,9 +111,10 @@ def wait_listening(port, proc, timeout=60):
     raise RuntimeError("server did not listen")
 
 
-def drive(port, conns, size, inflight, echoes, timeout=600):
+def drive(port, conns, size, inflight, echoes, timeout=600, batch=None):
     """Opens `conns` connections, upgrades them, and has each get `echoes`
-    echoes back with `inflight` outstanding; returns when all are in."""
+    echoes back with `inflight` outstanding; returns when all are in. With
+    `batch` = (B, server pid, empty rounds): in rounds of B, see `rounds`."""
     data, echo_len = frame(size)
     socks = []
     for _ in range(conns):
@@ -124,6 +134,11 @@ def drive(port, conns, size, inflight, echoes, timeout=600):
         if len(head) != head.index(b"\r\n\r\n") + 4:
             raise RuntimeError("bytes after the 101")
         s.setblocking(False)
+    if batch:
+        rounds(socks, data, echo_len, echoes, *batch, timeout)
+        for s in socks:
+            s.close()
+        return
     sel = selectors.DefaultSelector()
     state = {}
     for s in socks:
@@ -162,7 +177,61 @@ def drive(port, conns, size, inflight, echoes, timeout=600):
         s.close()
 
 
-def run(argv, tool, out, port, case, echoes, env):
+def threads_are(pid, states, syscalls=None):
+    """Whether every thread of process `pid` is in one of `states` (as in
+    /proc/PID/stat) and, with `syscalls`, blocked in one of them."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        stat = (task / "stat").read_text()
+        if stat[stat.rindex(")") + 2] not in states:
+            return False
+        if syscalls and (task / "syscall").read_text().split()[0] not in syscalls:
+            return False
+    return True
+
+
+# epoll_wait, epoll_pwait, epoll_pwait2 on x86-64.
+EPOLL_WAITS = ("232", "281", "441")
+
+
+def rounds(socks, data, echo_len, echoes, batch, pid, empty, timeout):
+    """Each connection gets `echoes` echoes, in rounds of `batch`
+    connections: once the server sleeps in epoll_wait it is stopped, one
+    frame is sent on each of the round's connections, the server continues
+    and finds them all ready at once; the round ends when all their echoes
+    are in. Then `empty` rounds that stop and continue the server and send
+    nothing."""
+    conns = len(socks)
+    if not 1 <= batch <= conns or conns * echoes % batch:
+        raise RuntimeError(f"batch {batch} must divide {conns} × {echoes} and be at most {conns}")
+    end = time.monotonic() + timeout
+    for s in socks:
+        s.setblocking(True)
+        s.settimeout(timeout)
+    full = conns * echoes // batch
+    for r in range(full + empty):
+        chosen = [socks[(r * batch + j) % conns] for j in range(batch)] if r < full else []
+        while not threads_are(pid, "S", EPOLL_WAITS):
+            if time.monotonic() > end:
+                raise RuntimeError("timed out")
+        os.kill(pid, signal.SIGSTOP)
+        while not threads_are(pid, "Tt"):
+            if time.monotonic() > end:
+                raise RuntimeError("timed out")
+        for s in chosen:
+            s.sendall(data)
+        os.kill(pid, signal.SIGCONT)
+        for s in chosen:
+            got = 0
+            while got < echo_len:
+                chunk = s.recv(echo_len - got)
+                if not chunk:
+                    raise RuntimeError("server closed")
+                got += len(chunk)
+
+
+def run(argv, tool, out, port, case, echoes, env, batch=None):
+    """Runs the server under `tool` with `echoes` per connection; `batch`:
+    (B, empty rounds) for `rounds`."""
     if tool == "callgrind":
         cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *os.environ.get("CALLGRIND_ARGS", "").split(), *argv]
     elif tool == "strace":
@@ -175,7 +244,7 @@ def run(argv, tool, out, port, case, echoes, env):
     try:
         wait_listening(port, proc)
         conns, size, inflight = case
-        drive(port, conns, size, inflight, echoes)
+        drive(port, conns, size, inflight, echoes, batch=batch and (batch[0], proc.pid, batch[1]))
         time.sleep(0.5)
     finally:
         if proc.poll() is None:
@@ -274,6 +343,12 @@ def main():
     ap.add_argument("--echoes", type=int, default=0, help="measured echoes per connection (default: 20000/conns)")
     ap.add_argument("--top", type=int, default=20, help="functions to list")
     ap.add_argument("--keep", help="directory to keep the tool outputs in")
+    ap.add_argument(
+        "--batch",
+        type=int,
+        help="callgrind: echoes in rounds of BATCH connections, all ready at once (exactly BATCH echoes "
+        "per loop iteration; one in flight per connection)",
+    )
     args = ap.parse_args()
     table = servers(args.uws_dir)
     env = {**os.environ, "RUST_LOG": "warn"}
@@ -293,9 +368,15 @@ def main():
                 for echoes in (args.warmup, args.warmup + measured):
                     port = free_port()
                     out = work / f"{server}.{case_name}.{tool}.{echoes}.out"
-                    run(table[server](port), tool, out, port, case, echoes, env)
+                    # In rounds: the shorter run makes up for its missing
+                    # rounds with empty ones.
+                    batch = None
+                    if args.batch and tool == "callgrind":
+                        batch = (args.batch, (args.warmup + measured - echoes) * conns // args.batch)
+                    run(table[server](port), tool, out, port, case, echoes, env, batch)
                     outs.append(out)
-                print(f"\n== {server} {case_name} ({conns} conns × {case[1]} B, {case[2]} in flight): "
+                rounds_of = f", in rounds of {args.batch}" if args.batch and tool == "callgrind" else ""
+                print(f"\n== {server} {case_name} ({conns} conns × {case[1]} B, {case[2]} in flight{rounds_of}): "
                       f"{tool}, {n} echoes measured")
                 if tool == "callgrind":
                     (fa, ta), (fb, tb) = callgrind_functions(outs[0]), callgrind_functions(outs[1])
