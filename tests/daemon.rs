@@ -100,6 +100,28 @@ fn max_connections_answers_503_and_recovers() {
 }
 
 #[test]
+fn a_refused_connection_that_stays_is_closed_when_its_linger_ends() {
+    // The server keeps a refused connection open (its 503 written, its
+    // sending side shut) until the peer closes or 500 ms pass.
+    let d = Daemon::start(&["--max-connections", "1"]);
+    let _held = Raw::open(d.addr);
+    let baseline = open_fds(d.pid());
+    let mut extra = Raw::connect(d.addr);
+    extra.send(REQUEST.as_bytes());
+    let (status, head, _) = extra.read_response();
+    assert_eq!(status, 503, "{head}");
+    extra.expect_eof();
+    // Read the 503 and the FIN but stay: the server still holds the
+    // connection, then lets it go at the end of the linger.
+    let held_for = fds_back_to(d.pid(), baseline, Duration::from_secs(5));
+    assert!(
+        held_for >= Duration::from_millis(300),
+        "closed after {held_for:?}, before the linger ended"
+    );
+    println!("refused connection closed {held_for:?} after its 503");
+}
+
+#[test]
 fn origin_allowlist() {
     let d = Daemon::start(&["--allow-origin", "https://good.example,https://also.example"]);
     let with_origin = |o: &str| REQUEST.replacen("\r\n\r\n", &format!("\r\nOrigin: {o}\r\n\r\n"), 1);
