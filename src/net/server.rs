@@ -202,16 +202,8 @@ impl Server {
             }
             for ev in events.iter() {
                 match ev.token() {
-                    LISTENER => self.accept(now),
-                    PROBE_LISTENER => self.accept_probes(now),
-                    SIGNALS => {
-                        if self.on_signal(now) {
-                            return Ok(());
-                        }
-                    }
-                    Token(t) if t >= REFUSED_BASE => self.refused_readable(t - REFUSED_BASE),
-                    Token(t) if t >= REDIS_BASE => self.bus_ready(t - REDIS_BASE, now),
-                    Token(key) => {
+                    // Connections first: nearly every event is theirs.
+                    Token(key) if key < REDIS_BASE => {
                         if ev.is_writable() {
                             self.hub.writable(key, now);
                         }
@@ -220,6 +212,15 @@ impl Server {
                             self.hub.readable(key, now, hup);
                         }
                     }
+                    LISTENER => self.accept(now),
+                    PROBE_LISTENER => self.accept_probes(now),
+                    SIGNALS => {
+                        if self.on_signal(now) {
+                            return Ok(());
+                        }
+                    }
+                    Token(t) if t >= REFUSED_BASE => self.refused_readable(t - REFUSED_BASE),
+                    Token(t) => self.bus_ready(t - REDIS_BASE, now),
                 }
             }
             // The bus's commands go out before this iteration's answers to
