@@ -2,7 +2,7 @@
 //! ([`Connection`], sans-IO), the service it belongs to, and the output its
 //! transport did not take yet.
 
-use super::io::{write_some, Transport};
+use super::io::{write_parts, write_some, Transport};
 use super::outq::OutQueue;
 use crate::proto::conn::Connection;
 use crate::service::Route;
@@ -88,6 +88,31 @@ impl<S: Transport> Conn<S> {
             None => Ok(()),
         }
     }
+}
+
+/// [`Conn::send`] for a frame in two parts, its header and a payload that
+/// lives elsewhere (in the read buffer, for an echo): one vectored write
+/// rather than a copy of the payload behind the header first. Takes the
+/// connection's transport and queue rather than the connection, whose
+/// protocol state the payload may borrow.
+pub(crate) fn send_parts<S: Transport>(
+    stream: &mut S,
+    out: &mut Option<Box<OutQueue>>,
+    head: &[u8],
+    body: &[u8],
+) -> io::Result<()> {
+    if let Some(q) = out.as_mut().filter(|q| !q.is_empty()) {
+        q.push(head);
+        q.push(body);
+        return q.flush(stream).map(|_| ());
+    }
+    let n = write_parts(stream, head, body)?;
+    if n < head.len() + body.len() {
+        let q = out.get_or_insert_with(Box::default);
+        q.push(&head[n.min(head.len())..]);
+        q.push(&body[n.saturating_sub(head.len())..]);
+    }
+    Ok(())
 }
 
 /// The process-wide memory budget (`--max-memory`) for what connections

@@ -13,7 +13,7 @@
 //! iteration every room's batch goes out ([`super::fanout`]) and due
 //! deadlines fire.
 
-use super::conn::{Budget, Conn};
+use super::conn::{send_parts, Budget, Conn};
 use super::fanout::{Deferred, Fanout};
 use super::io::{tls_failure, Transport};
 use super::timers::Timers;
@@ -35,6 +35,10 @@ use std::io;
 /// backpressure cap, or a recipient that keeps up on average would look
 /// slow).
 const READ_BUDGET: usize = 4;
+/// Payloads from this size are sent from where they are, behind their
+/// header in one vectored write, rather than copied into the write buffer
+/// (when nothing is waiting ahead of them and nothing is compressed).
+const SEND_IN_PLACE_FROM: usize = 4096;
 /// At the end of an iteration, how many more times the fan-out runs for
 /// what its own teardowns published (leave notices).
 const REDELIVER_ROUNDS: usize = 4;
@@ -316,21 +320,37 @@ impl<S: Transport> Hub<S> {
         let mut pos = 0;
         loop {
             let conn = &mut conns[key];
+            let deflate = conn.proto.compresses();
             let Some(event) = conn.proto.handle_input(settings, now, input, &mut pos, wbuf, codec) else {
                 return;
             };
             let reply = match event {
                 Event::Message(kind, payload) => {
                     trace!("#{key}: {kind:?} message of {} bytes", payload.len());
-                    let (mut sent, mut close) = (None, None);
+                    let (mut sent, mut close, mut wrote) = (None, None, false);
                     let at = wbuf.len();
                     match service.on_message(key, conn.route, kind, payload, config) {
                         Command::Send(kind, payload) => {
-                            frame::write(wbuf, kind.opcode(), payload, None);
+                            // A large echo goes out from the read buffer,
+                            // not through a copy. A failed write leaves it
+                            // to the ordinary one, which meets the error
+                            // again and tears the connection down.
+                            wrote = payload.len() >= SEND_IN_PLACE_FROM
+                                && wbuf.is_empty()
+                                && conn.out.is_none()
+                                && !deflate;
+                            if !(wrote
+                                && send_in_place(&mut conn.stream, &mut conn.out, kind.opcode(), payload).is_ok())
+                            {
+                                frame::write(wbuf, kind.opcode(), payload, None);
+                            }
                             sent = Some(payload.len());
                         }
                         Command::Close(code, reason) => close = Some((code, reason)),
                         Command::None => {}
+                    }
+                    if wrote {
+                        service.stats.write_calls += 1;
                     }
                     if let Some(n) = sent {
                         service.stats.messages_out += 1;
@@ -549,6 +569,22 @@ impl<S: Transport> Hub<S> {
             debug!("#{key} closed: {why} ({} bytes unsent)", conn.queued());
         }
     }
+}
+
+/// Writes one unmasked frame (FIN set) of `payload` straight to a
+/// connection with nothing queued, its header and payload in one vectored
+/// write; what the transport does not take is queued. Out of line: the
+/// system call dominates, and `Hub::readable` stays small for the
+/// common small message.
+#[inline(never)]
+fn send_in_place<S: Transport>(
+    stream: &mut S,
+    out: &mut Option<Box<super::outq::OutQueue>>,
+    opcode: frame::Opcode,
+    payload: &[u8],
+) -> io::Result<()> {
+    let head = frame::encode(true, opcode, payload.len() as u64, None);
+    send_parts(stream, out, head.as_slice(), payload)
 }
 
 /// The service's reply to a request head (the probe listener answers only

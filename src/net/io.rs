@@ -85,6 +85,28 @@ pub(crate) fn tls_failure(e: &io::Error) -> Option<&TlsFailure> {
     e.get_ref()?.downcast_ref::<TlsFailure>()
 }
 
+/// [`write_some`] for `head` followed by `body`, with vectored writes: the
+/// two go out as one without being copied together first. Returns how
+/// much of the two was written.
+pub fn write_parts<W: io::Write>(stream: &mut W, head: &[u8], body: &[u8]) -> io::Result<usize> {
+    let total = head.len() + body.len();
+    let mut at = 0;
+    while at < total {
+        let result = match head.get(at..) {
+            Some(rest) if !rest.is_empty() => stream.write_vectored(&[io::IoSlice::new(rest), io::IoSlice::new(body)]),
+            _ => stream.write(&body[at - head.len()..]),
+        };
+        match result {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(at)
+}
+
 /// Writes as much of `buf` as a non-blocking writer takes (retrying short
 /// writes and `EINTR`, stopping at `WouldBlock`); returns how much.
 pub fn write_some<W: io::Write>(stream: &mut W, buf: &[u8]) -> io::Result<usize> {

@@ -33,6 +33,8 @@ struct Pipe {
     writable_edge: bool,
     /// Write calls the server made into this pipe.
     writes: usize,
+    /// How many slices the last write call gave (1 for a plain write).
+    last_slices: usize,
     /// The peer reset the connection: the server's writes into this pipe
     /// fail with `ConnectionReset`.
     reset: bool,
@@ -48,6 +50,7 @@ impl Pipe {
             readable_edge: false,
             writable_edge: true,
             writes: 0,
+            last_slices: 0,
             reset: false,
         }))
     }
@@ -88,6 +91,7 @@ impl Write for MemStream {
         let mut p = self.tx.borrow_mut();
         assert!(!p.shut, "write after shutdown");
         p.writes += 1;
+        p.last_slices = bufs.len();
         if p.reset {
             return Err(io::ErrorKind::ConnectionReset.into());
         }
@@ -626,6 +630,103 @@ fn reads_pause_past_the_cap_and_resume_at_half_of_it() {
         (before, queued) = (unread(), w.metric("wsloop_queued_bytes"));
     }
     assert_eq!(unread(), 0, "every message was read in the end");
+}
+
+/// `n` bytes that differ from their neighbours.
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
+}
+
+#[test]
+fn a_large_echo_goes_out_behind_its_header_in_one_write_without_a_copy() {
+    let mut w = World::new(config());
+    let mut c = w.open("/echo");
+    let writes = || c.rx.borrow().writes;
+    let before = writes();
+    c.frame(Opcode::Binary, &pattern(20_000, 0));
+    w.settle();
+    assert_eq!(writes(), before + 1, "one write");
+    assert_eq!(c.rx.borrow().last_slices, 2, "header and payload as they are");
+    assert_eq!(c.next_frame().unwrap().payload, pattern(20_000, 0));
+    // Under 4 KiB, and behind other output in the same read: copied.
+    c.frame(Opcode::Binary, &pattern(4095, 1));
+    w.settle();
+    assert_eq!(c.rx.borrow().last_slices, 1);
+    c.frame(Opcode::Binary, b"first");
+    c.frame(Opcode::Binary, &pattern(5000, 2));
+    w.settle();
+    assert_eq!(c.rx.borrow().last_slices, 1);
+    assert_eq!(c.next_frame().unwrap().payload, pattern(4095, 1));
+    assert_eq!(c.next_frame().unwrap().payload, b"first");
+    assert_eq!(c.next_frame().unwrap().payload, pattern(5000, 2));
+}
+
+#[test]
+fn large_echoes_arrive_whole_and_in_order_wherever_a_short_write_cuts_them() {
+    // A write the socket takes only part of queues the rest, whether the
+    // cut falls in the header or the payload, and what follows waits
+    // behind it.
+    let messages = [
+        (Opcode::Binary, b"small first".to_vec()),
+        (Opcode::Binary, pattern(4096, 1)),
+        (Opcode::Text, vec![b'x'; 5000]),
+        (Opcode::Binary, b"small between".to_vec()),
+        (Opcode::Binary, pattern(4095, 3)),
+        // Over the read buffer: gathered by the session over several reads.
+        (Opcode::Binary, pattern(70_000, 2)),
+        (Opcode::Binary, pattern(66_000, 4)),
+    ];
+    // Reads until `n` frames are in (bounded).
+    let echoes = |w: &mut World, c: &mut Client, n: usize| {
+        let mut got = Vec::new();
+        for _ in 0..200_000 {
+            w.settle();
+            while let Some(f) = c.next_frame() {
+                got.push((f.opcode, f.payload));
+            }
+            if got.len() == n {
+                break;
+            }
+        }
+        got
+    };
+    for room in [1, 2, 3, 4, 5, 9, 10, 11, 1000, 4096, 4099, 4100, 8192, 100_000, 1 << 20] {
+        // One at a time, so that each large echo meets an empty queue and
+        // its first write is cut at `room`; then all at once, so that they
+        // queue behind each other. The small rooms, byte by byte, on the
+        // first few.
+        let messages = if room < 1000 { &messages[..3] } else { &messages[..] };
+        let mut w = World::new(config());
+        let mut c = w.open("/echo");
+        c.rx.borrow_mut().cap = room;
+        let mut got = Vec::new();
+        for (opcode, payload) in messages {
+            c.frame(*opcode, payload);
+            got.extend(echoes(&mut w, &mut c, 1));
+        }
+        for (opcode, payload) in messages {
+            c.frame(*opcode, payload);
+        }
+        got.extend(echoes(&mut w, &mut c, messages.len()));
+        assert_eq!(got.len(), 2 * messages.len(), "room {room}");
+        for (i, ((opcode, payload), echoed)) in messages.iter().chain(messages).zip(&got).enumerate() {
+            assert!(
+                (*opcode as u8, payload) == (echoed.0, &echoed.1),
+                "room {room}: message {i}"
+            );
+        }
+        assert_eq!(w.metric("wsloop_queued_bytes"), 0, "room {room}");
+    }
+}
+
+#[test]
+fn a_large_echo_to_a_reset_peer_tears_the_connection_down() {
+    let mut w = World::new(config());
+    let c = w.open("/echo");
+    c.rx.borrow_mut().reset = true;
+    c.frame(Opcode::Binary, &pattern(10_000, 0));
+    w.settle();
+    assert!(c.closed(), "torn down on the failed write");
 }
 
 #[test]

@@ -690,6 +690,14 @@ impl Connection {
         }
     }
 
+    /// Whether messages sent on this connection may be compressed: an open
+    /// session with permessage-deflate negotiated. Those not compressed can
+    /// be sent from anywhere.
+    #[inline]
+    pub fn compresses(&self) -> bool {
+        matches!(self.state, State::Open { deflate: Some(_), .. })
+    }
+
     /// The permessage-deflate parameters of an open session, if negotiated.
     pub fn deflate(&self) -> Option<Params> {
         match &self.state {
