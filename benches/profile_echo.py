@@ -64,9 +64,9 @@ CASES = {
 }
 
 
-def servers(uws_dir):
+def servers(uws_dir, wsloop):
     s = {
-        "wsloop": lambda port: [str(ROOT / "target/release/wsloop"), "--listen", f"127.0.0.1:{port}"],
+        "wsloop": lambda port: [wsloop, "--listen", f"127.0.0.1:{port}"],
         "rawtcp": lambda port: [
             str(ROOT / "benches/peers/target/release/rawtcp-echo"),
             "--listen",
@@ -344,13 +344,16 @@ def main():
     ap.add_argument("--top", type=int, default=20, help="functions to list")
     ap.add_argument("--keep", help="directory to keep the tool outputs in")
     ap.add_argument(
+        "--wsloop", default=str(ROOT / "target/release/wsloop"), help="the wsloop binary (another build, to compare)"
+    )
+    ap.add_argument(
         "--batch",
         type=int,
         help="callgrind: echoes in rounds of BATCH connections, all ready at once (exactly BATCH echoes "
         "per loop iteration; one in flight per connection)",
     )
     args = ap.parse_args()
-    table = servers(args.uws_dir)
+    table = servers(args.uws_dir, args.wsloop)
     env = {**os.environ, "RUST_LOG": "warn"}
     work = Path(args.keep or tempfile.mkdtemp(prefix="profile_echo."))
     work.mkdir(parents=True, exist_ok=True)
