@@ -89,30 +89,25 @@ pub(crate) fn tls_failure(e: &io::Error) -> Option<&TlsFailure> {
 /// two go out as one without being copied together first. Returns how
 /// much of the two was written.
 pub fn write_parts<W: io::Write>(stream: &mut W, head: &[u8], body: &[u8]) -> io::Result<usize> {
-    let total = head.len() + body.len();
-    let mut at = 0;
-    while at < total {
-        let result = match head.get(at..) {
-            Some(rest) if !rest.is_empty() => stream.write_vectored(&[io::IoSlice::new(rest), io::IoSlice::new(body)]),
-            _ => stream.write(&body[at - head.len()..]),
-        };
-        match result {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => at += n,
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(at)
+    write_until_blocked(head.len() + body.len(), |at| match head.get(at..) {
+        Some(rest) if !rest.is_empty() => stream.write_vectored(&[io::IoSlice::new(rest), io::IoSlice::new(body)]),
+        _ => stream.write(&body[at - head.len()..]),
+    })
 }
 
 /// Writes as much of `buf` as a non-blocking writer takes (retrying short
 /// writes and `EINTR`, stopping at `WouldBlock`); returns how much.
 pub fn write_some<W: io::Write>(stream: &mut W, buf: &[u8]) -> io::Result<usize> {
+    write_until_blocked(buf.len(), |at| stream.write(&buf[at..]))
+}
+
+/// Calls `write_from(at)` until `total` bytes are written or the writer
+/// would block (retrying `EINTR`); returns how many were written.
+#[inline(always)]
+fn write_until_blocked(total: usize, mut write_from: impl FnMut(usize) -> io::Result<usize>) -> io::Result<usize> {
     let mut at = 0;
-    while at < buf.len() {
-        match stream.write(&buf[at..]) {
+    while at < total {
+        match write_from(at) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => at += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
