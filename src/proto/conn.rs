@@ -727,7 +727,7 @@ impl Connection {
     /// (uncompressed is always allowed, §6).
     #[inline]
     pub fn compress_tail(&mut self, codec: &mut Codec, out: &mut Vec<u8>, at: usize) {
-        if self.compresses() {
+        if let State::Open { deflate: Some(_), .. } = self.state {
             self.compress_frame(codec, out, at);
         }
     }
