@@ -199,7 +199,9 @@ pub struct Stats {
     /// and those where the server declined the offer.
     pub deflate_agreed: Vec<(Params, u64)>,
     pub deflate_declined: u64,
-    /// --lifetime: connections closed to make room for a new one.
+    /// --lifetime: new connections established in place of ones closed to
+    /// make room for them (counted once up: a replacement still connecting
+    /// when the run ends is not one).
     pub reconnects: u64,
 }
 

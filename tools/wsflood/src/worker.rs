@@ -1084,6 +1084,11 @@ impl Worker {
         conn.retiring = false;
         conn.retire_at = 0;
         if plan.lifetime_ns > 0 {
+            // Counted once the new connection is up, not when the old one
+            // went: a run may end while a replacement is still connecting.
+            if conn.generation > 0 {
+                ctx.stats.reconnects += 1;
+            }
             // The first generation spread over (0, L], so that reconnects
             // come at a steady rate from the start; later ones L ± 50 %.
             let l = plan.lifetime_ns;
@@ -1316,7 +1321,6 @@ impl Worker {
         let reconnect = std::mem::take(&mut conn.retiring) && ctx.sending;
         conn.retire_at = 0;
         if reconnect {
-            ctx.stats.reconnects += 1;
             self.free.push(slot as u32);
         }
         conn.carry.clear();
