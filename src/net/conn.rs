@@ -52,6 +52,14 @@ impl<S: Transport> Conn<S> {
             && self.proto.is_quiet()
     }
 
+    /// [`is_quiet`](Self::is_quiet) for a connection that was quiet, whose
+    /// protocol state is known to have stayed quiet, and that has written
+    /// since (without a settle): whether its output left nothing behind.
+    #[inline]
+    pub fn output_quiet(&self) -> bool {
+        self.out.is_none() && self.stream.held() == 0 && !self.stream.has_pending()
+    }
+
     /// Bytes waiting in the queue.
     pub fn queued(&self) -> usize {
         self.out.as_ref().map_or(0, |q| q.len())
@@ -65,6 +73,7 @@ impl<S: Transport> Conn<S> {
     /// Writes `bytes` straight to the transport if nothing is queued before
     /// them, else behind the queue; queues what the transport does not take.
     /// Counts one write call.
+    #[inline(always)]
     pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
         match &mut self.out {
             Some(q) if !q.is_empty() => {

@@ -157,20 +157,17 @@ impl<S: Transport> Hub<S> {
             let rbuf = &mut self.rstore[self.rstart..self.rstart + READ_BUFFER];
             match conn.stream.read(rbuf) {
                 Ok(0) => {
-                    trace!("#{key}: end of input");
-                    let unsent = conn.queued() > 0 || conn.stream.has_pending();
-                    conn.proto.handle_eof(&self.settings, now, unsent);
-                    self.settle(key);
+                    self.end_of_input(key, now);
                     return;
                 }
                 Ok(n) => {
-                    self.feed(key, now, n);
-                    if quiet && self.conns[key].proto.is_quiet() {
+                    let stays_quiet = self.feed(key, now, n);
+                    if quiet && stays_quiet {
                         // The common case, messages in and answers out: a
                         // quiet connection that stayed quiet gathered
                         // nothing (no growth to refuse) and, once its
                         // answers are out whole, needs no settling.
-                        if !self.write_out(key) || (!self.conns[key].is_quiet() && !self.settle(key)) {
+                        if !self.write_out(key) || (!self.conns[key].output_quiet() && !self.settle(key)) {
                             return;
                         }
                     } else {
@@ -190,11 +187,7 @@ impl<S: Transport> Hub<S> {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    debug!("#{key}: read: {e}");
-                    if let Some(f) = tls_failure(&e) {
-                        self.service.stats.count_tls_failure(f.during_handshake);
-                    }
-                    self.teardown(key, "read error");
+                    self.read_failed(key, &e);
                     return;
                 }
             }
@@ -202,6 +195,30 @@ impl<S: Transport> Hub<S> {
         // Budget spent with input perhaps left: no new edge will come for
         // it, so come back after the others had their turn.
         self.again.push(key);
+    }
+
+    /// The peer's FIN: no more input. Out of line, as are the other
+    /// paths `readable` takes at most once per connection, so that its
+    /// common path (a message in, its answer out) stays small.
+    #[cold]
+    #[inline(never)]
+    fn end_of_input(&mut self, key: usize, now: u64) {
+        trace!("#{key}: end of input");
+        let conn = &mut self.conns[key];
+        let unsent = conn.queued() > 0 || conn.stream.has_pending();
+        conn.proto.handle_eof(&self.settings, now, unsent);
+        self.settle(key);
+    }
+
+    /// A read failed: the connection is torn down.
+    #[cold]
+    #[inline(never)]
+    fn read_failed(&mut self, key: usize, e: &io::Error) {
+        debug!("#{key}: read: {e}");
+        if let Some(f) = tls_failure(e) {
+            self.service.stats.count_tls_failure(f.during_handshake);
+        }
+        self.teardown(key, "read error");
     }
 
     /// Connection `key` is writable: write what its transport holds (TLS
@@ -243,6 +260,7 @@ impl<S: Transport> Hub<S> {
 
     /// The end of a loop iteration: connections with input left get their
     /// turn, rooms' batches go out, and due deadlines fire.
+    #[inline(always)]
     pub fn end_iteration(&mut self, now: u64) {
         if !self.again.is_empty() {
             let mut again = std::mem::take(&mut self.again);
@@ -257,7 +275,7 @@ impl<S: Transport> Hub<S> {
             }
         }
         // Nothing broadcast (an echo-only iteration): nothing to deliver.
-        if !self.service.topics.batches().is_empty() {
+        if self.service.topics.has_batches() {
             self.deliver(now);
         }
         while let Some(key) = self.timers.pop_due(now) {
@@ -268,7 +286,7 @@ impl<S: Transport> Hub<S> {
         // now, not at the loop's next wakeup (seconds away in a quiet room).
         // Bounded: a round only publishes for members it tore down.
         for _ in 0..REDELIVER_ROUNDS {
-            if self.service.topics.batches().is_empty() {
+            if !self.service.topics.has_batches() {
                 break;
             }
             self.deliver(now);
@@ -301,8 +319,10 @@ impl<S: Transport> Hub<S> {
 
     /// Feeds `n` bytes just read into the read buffer to connection `key`,
     /// handing its events to the service; answers go to the write buffer.
+    /// Returns whether its protocol state is quiet
+    /// ([`Connection::is_quiet`]) at the end.
     #[inline(always)]
-    fn feed(&mut self, key: usize, now: u64, n: usize) {
+    fn feed(&mut self, key: usize, now: u64, n: usize) -> bool {
         let Hub {
             conns,
             service,
@@ -318,11 +338,11 @@ impl<S: Transport> Hub<S> {
         } = self;
         let input = &mut rstore[*rstart..*rstart + n];
         let mut pos = 0;
+        let mut conn = &mut conns[key];
         loop {
-            let conn = &mut conns[key];
             let deflate = conn.proto.compresses();
             let Some(event) = conn.proto.handle_input(settings, now, input, &mut pos, wbuf, codec) else {
-                return;
+                return conn.proto.is_quiet();
             };
             let reply = match event {
                 Event::Message(kind, payload) => {
@@ -355,7 +375,11 @@ impl<S: Transport> Hub<S> {
                     if let Some(n) = sent {
                         service.stats.messages_out += 1;
                         service.stats.bytes_out += n as u64;
-                        conn.proto.compress_tail(codec, wbuf, at);
+                        // A message event leaves the session as it found
+                        // it: open, compressing or not as before.
+                        if deflate {
+                            conn.proto.compress_tail(codec, wbuf, at);
+                        }
                     }
                     if let Some((code, reason)) = close {
                         debug!("#{key}: closing: {reason}");
@@ -391,12 +415,14 @@ impl<S: Transport> Hub<S> {
                 memory,
             };
             hub.answer(key, now, reply);
+            conn = &mut conns[key];
         }
     }
 
     /// Past the memory budget, a connection whose partial message just grew
     /// is closed with 1013 "try again later" (RFC 6455 §7.4.1), which frees
     /// what it gathered.
+    #[inline(never)]
     fn refuse_growth_over_budget(&mut self, key: usize, now: u64) {
         let conn = &mut self.conns[key];
         if self.memory.sync(conn) <= 0 || !self.memory.exceeded() || conn.proto.buffered() == 0 || !conn.proto.is_open()
@@ -418,6 +444,7 @@ impl<S: Transport> Hub<S> {
     /// Writes the shared write buffer to connection `key` (behind its queue,
     /// if any), then [`settle`](Self::settle)s it. Returns false if the
     /// connection was torn down.
+    #[inline(never)]
     fn flush(&mut self, key: usize) -> bool {
         self.write_out(key) && self.settle(key)
     }
@@ -426,7 +453,7 @@ impl<S: Transport> Hub<S> {
     /// if any) and leaves it unsettled: [`flush`](Self::flush) is this,
     /// then [`settle`](Self::settle). Returns false if the connection was
     /// torn down.
-    #[inline]
+    #[inline(always)]
     fn write_out(&mut self, key: usize) -> bool {
         if !self.wbuf.is_empty() {
             self.service.stats.write_calls += 1;
@@ -454,6 +481,7 @@ impl<S: Transport> Hub<S> {
     /// leaves its room; an empty queue is freed; once its last word is out
     /// its sending side is shut; a finished connection is torn down; its
     /// deadline is (re-)armed. Returns false if it was torn down.
+    #[inline(never)]
     fn settle(&mut self, key: usize) -> bool {
         let conn = &mut self.conns[key];
         if conn.route != Route::None && !conn.proto.is_open() {
@@ -560,6 +588,7 @@ impl<S: Transport> Hub<S> {
     /// The one way a connection ends: leave its room, drop its deadline,
     /// and drop it (which closes the socket and, with `epoll`, removes it
     /// from the poll set).
+    #[inline(never)]
     fn teardown(&mut self, key: usize, why: &str) {
         if let Some(mut conn) = self.conns.try_remove(key) {
             self.memory.release(&conn);

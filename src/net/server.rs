@@ -94,7 +94,8 @@ pub struct Server {
     shutdown_deadline: Option<u64>,
     /// Refusals already reported in the periodic info line.
     reported_refusals: u64,
-    last_report: u64,
+    /// When the periodic info line on refusals is next due.
+    next_report: u64,
 }
 
 impl Server {
@@ -136,7 +137,7 @@ impl Server {
             last_accept_warning: None,
             shutdown_deadline: None,
             reported_refusals: 0,
-            last_report: 0,
+            next_report: REPORT_EVERY_MS,
         })
     }
 
@@ -196,7 +197,11 @@ impl Server {
             if !self.refused.is_empty() {
                 self.expire_refused();
             }
-            self.bus_chores(now);
+            // Whether this node is on a bus (set at start, for good).
+            let bus = self.hub.service.remote.is_some();
+            if bus {
+                self.bus_chores(now);
+            }
             if self.accept_paused {
                 self.accept(now);
             }
@@ -225,18 +230,14 @@ impl Server {
             }
             // The bus's commands go out before this iteration's answers to
             // clients: a subscriber's ack leaves after its node's SUBSCRIBE.
-            if let Some(remote) = &mut self.hub.service.remote {
-                remote.sync(&mut self.hub.service.topics, now);
-                self.redis.flush_all(&mut remote.bus, now);
+            if bus {
+                self.bus_sync(now);
             }
             self.hub.end_iteration(now);
             // What the iteration's end changed (members torn down by the
             // fan-out or a deadline leave their rooms) reaches the bus now.
-            if let Some(remote) = &mut self.hub.service.remote {
-                if self.hub.service.topics.bus_pending() {
-                    remote.sync(&mut self.hub.service.topics, now);
-                    self.redis.flush_all(&mut remote.bus, now);
-                }
+            if bus && self.hub.service.topics.bus_pending() {
+                self.bus_sync(now);
             }
             if self.shutdown_done() {
                 return Ok(());
@@ -255,31 +256,39 @@ impl Server {
         if self.hub.has_more_input() {
             return Some(Duration::ZERO);
         }
+        // The earliest of the loop's deadlines, in the loop's milliseconds
+        // (one conversion to a `Duration` at the end, not one per deadline).
         let now = self.now();
-        let mut timeout = self
-            .hub
-            .next_deadline()
-            .map(|at| Duration::from_millis(at.saturating_sub(now)));
-        let mut at_most = |d: Duration| timeout = Some(timeout.map_or(d, |t| t.min(d)));
+        let mut earliest = self.hub.next_deadline();
+        let mut at_most = |at: u64| earliest = Some(earliest.map_or(at, |e| e.min(at)));
         if self.accept_paused {
-            at_most(ACCEPT_RETRY);
+            at_most(now.saturating_add(ACCEPT_RETRY.as_millis() as u64));
         }
         if let Some(until) = self.refused.iter().map(|(_, r)| r.until).min() {
-            at_most(Duration::from_millis(until.saturating_sub(now)));
+            at_most(until);
         }
         if let Some(deadline) = self.shutdown_deadline {
-            at_most(Duration::from_millis(deadline.saturating_sub(now)));
+            at_most(deadline);
         }
         if let Some(at) = self.hub.service.remote.as_ref().and_then(|r| r.bus.poll_timeout()) {
-            at_most(Duration::from_millis(at.saturating_sub(now)));
+            at_most(at);
         }
-        timeout
+        earliest.map(|at| Duration::from_millis(at.saturating_sub(now)))
     }
 
     /// The bus's chores: links to connect or to give up on.
     fn bus_chores(&mut self, now: u64) {
         if let Some(remote) = &mut self.hub.service.remote {
             self.redis.poll(&mut remote.bus, self.poll.registry(), now);
+        }
+    }
+
+    /// What the topics changed goes to the bus, and the bus's commands
+    /// out to Redis.
+    fn bus_sync(&mut self, now: u64) {
+        if let Some(remote) = &mut self.hub.service.remote {
+            remote.sync(&mut self.hub.service.topics, now);
+            self.redis.flush_all(&mut remote.bus, now);
         }
     }
 
@@ -544,10 +553,10 @@ impl Server {
     /// Logs refusals in aggregate, at most every ten seconds.
     fn report_refusals(&mut self) {
         let now = self.now;
-        if now < self.last_report + REPORT_EVERY_MS {
+        if now < self.next_report {
             return;
         }
-        self.last_report = now;
+        self.next_report = now + REPORT_EVERY_MS;
         let errors = &self.hub.service.stats.http_errors;
         let total: u64 = errors.iter().map(|(_, n)| n).sum();
         if total != self.reported_refusals {

@@ -447,6 +447,8 @@ fn encrypt_error(e: EncryptError) -> io::Error {
 impl<S: Transport> Read for TlsServer<S> {
     /// Fills `buf` with plaintext until it is full or the socket says
     /// `WouldBlock` or end of input: a short read means the socket is empty.
+    /// Out of line: the plain path of the loop's read stays small.
+    #[inline(never)]
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let mut sink = Sink { buf, filled: 0 };
         self.take_stash(&mut sink);
@@ -463,10 +465,12 @@ impl<S: Transport> Read for TlsServer<S> {
 }
 
 impl<S: Transport> Write for TlsServer<S> {
+    #[inline(never)]
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         self.write_vectored(&[IoSlice::new(buf)])
     }
 
+    #[inline(never)]
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         if !self.write_unsent()? {
             return Err(io::ErrorKind::WouldBlock.into());

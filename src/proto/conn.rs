@@ -354,6 +354,7 @@ impl Connection {
 
     /// [`handle_input`](Self::handle_input) but for a session at the end of
     /// its input.
+    #[inline(never)]
     fn handle_more_input<'a>(
         &'a mut self,
         s: &Settings,
@@ -480,6 +481,7 @@ impl Connection {
     /// The event for a data message the open session located at `at`:
     /// inflated first if `compressed`.
     #[allow(clippy::too_many_arguments)]
+    #[inline(never)]
     fn message_event<'a>(
         &'a mut self,
         s: &Settings,
@@ -511,6 +513,7 @@ impl Connection {
     }
 
     /// Our last word is queued: flush it, then end.
+    #[inline(never)]
     fn end(&mut self, s: &Settings, now: u64) {
         self.state = State::Flushing {
             deadline: now.saturating_add(s.close_timeout),

@@ -193,6 +193,7 @@ impl Service {
     }
 
     /// Answers a request body (an HTTP publish).
+    #[inline(never)]
     pub fn on_body(&mut self, req: &Request, body: &[u8], config: &Config) -> Reply {
         let published = match route(req, config) {
             Ok(Target::Publish { topic, kind, .. }) => self.publish_body(&topic, kind, body),
@@ -255,6 +256,24 @@ impl Service {
     ) -> Command<'p> {
         self.stats.messages_in += 1;
         self.stats.bytes_in += payload.len() as u64;
+        match route {
+            Route::Echo => echo::on_message(kind, payload),
+            route => self.on_published(key, route, kind, payload, config),
+        }
+    }
+
+    /// [`on_message`](Self::on_message) but for a room or the topics
+    /// protocol. Out of line: the loop's read path, which an echo takes
+    /// per message, stays small.
+    #[inline(never)]
+    fn on_published<'p>(
+        &'p mut self,
+        key: usize,
+        route: Route,
+        kind: MessageKind,
+        payload: &'p [u8],
+        config: &Config,
+    ) -> Command<'p> {
         match route {
             Route::Echo => echo::on_message(kind, payload),
             Route::Room(_) if !config.client_publish => {

@@ -529,6 +529,12 @@ impl Topics {
         }
     }
 
+    /// Whether anything was published this iteration (a batch waits for
+    /// delivery).
+    pub fn has_batches(&self) -> bool {
+        self.dirty != 0
+    }
+
     /// This iteration's batches (for delivery).
     pub fn batches(&self) -> &[Batch] {
         &self.batches[..self.dirty]
