@@ -8,7 +8,8 @@
 Build the old binary from a worktree of the old revision
 (`git worktree add /tmp/old REV && cargo build --release --bin wsloop` there).
 For every repetition, every case runs once with each binary (a fresh server
-on CPU 0, wsflood on CPU 1, every message verified by wsflood); the figure
+on CPU 0, wsflood on CPU 1, every message verified by wsflood; which binary
+goes first alternates between repetitions); the figure
 is messages (echoes, deliveries; churn: connect-upgrade-echo-close cycles) per second of server CPU time, and the
 ratio after / before is taken within each repetition, so that the machine's
 drift between minutes cancels. Prints the median and min-max of the ratios.
@@ -104,7 +105,11 @@ def main():
     for rep in range(a.reps):
         for c in cases:
             sa, fa, path, secs = CASES[c]
-            for b, binary in bins.items():
+            # Alternate which binary goes first: a pair's second run can
+            # differ from its first for reasons of the machine's (caches,
+            # clocks), and a fixed order would book that on one side.
+            order = list(bins.items()) if rep % 2 == 0 else list(reversed(bins.items()))
+            for b, binary in order:
                 rate, ok = run(binary, sa + flags[b], fa, path, secs, a.wsflood)
                 if not ok:
                     sys.exit(f"{c} {b}: wsflood's verification failed")
