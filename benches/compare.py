@@ -1002,7 +1002,15 @@ def pick(items, spec, what, key=lambda x: (x.name,)):
     """The items named (or grouped) in the comma-separated `spec`; all if None."""
     if not spec:
         return items
-    want = [w.strip() for w in spec.split(",")]
+    # A name with a comma in it ("echo 100×20 B, 8 in flight") is taken
+    # whole before the rest is split at commas.
+    rest, want = spec, []
+    for x in items:
+        for k in key(x):
+            if "," in k and k in rest:
+                rest = rest.replace(k, "")
+                want.append(k)
+    want += [w.strip() for w in rest.split(",") if w.strip()]
     out = [x for x in items if any(k in want for k in key(x))]
     if not out or (what != "case" and len(out) != len(want)):
         sys.exit(f"unknown {what} in {want}; --list shows them")

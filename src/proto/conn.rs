@@ -353,7 +353,8 @@ impl Connection {
     }
 
     /// [`handle_input`](Self::handle_input) but for a session at the end of
-    /// its input.
+    /// its input. Out of line, as are `message_event` and `end`: a caller
+    /// that inlines `handle_input` takes in its fast path only.
     #[inline(never)]
     fn handle_more_input<'a>(
         &'a mut self,
