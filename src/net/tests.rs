@@ -719,6 +719,32 @@ fn large_echoes_arrive_whole_and_in_order_wherever_a_short_write_cuts_them() {
     }
 }
 
+/// The loop's path for a quiet connection skips settling when the answer
+/// went out whole; when it did not, what was queued must be charged to
+/// the memory budget at once, not at the connection's next read.
+#[test]
+fn a_small_echo_whose_write_falls_short_is_charged_for_what_it_queued() {
+    let mut w = World::new(config());
+    let mut c = w.open("/echo");
+    c.pull();
+    // The client's socket takes 10 more bytes, and the client reads nothing.
+    c.rx.borrow_mut().cap = 10;
+    c.frame(Opcode::Binary, &[b'e'; 100]);
+    w.settle();
+    let queued = w.metric("wsloop_queued_bytes");
+    assert_eq!(queued, 102 - 10, "the rest of the echo is queued");
+    let charged = w.metric("wsloop_memory_bytes");
+    assert!(charged >= queued, "{charged} bytes charged for {queued} queued");
+    // Once the client reads, the queue goes out and its charge with it.
+    c.rx.borrow_mut().cap = 1 << 20;
+    c.pull();
+    w.settle();
+    c.pull();
+    assert_eq!(c.next_frame().map(|f| f.payload), Some(vec![b'e'; 100]));
+    assert_eq!(w.metric("wsloop_queued_bytes"), 0);
+    assert_eq!(w.metric("wsloop_memory_bytes"), 0);
+}
+
 #[test]
 fn a_large_echo_to_a_reset_peer_tears_the_connection_down() {
     let mut w = World::new(config());
