@@ -100,21 +100,18 @@ impl<S: Transport> Conn<S> {
 }
 
 /// [`Conn::send`] for a frame in two parts, its header and a payload that
-/// lives elsewhere (in the read buffer, for an echo): one vectored write
-/// rather than a copy of the payload behind the header first. Takes the
-/// connection's transport and queue rather than the connection, whose
-/// protocol state the payload may borrow.
+/// lives elsewhere (in the read buffer, for an echo), on a connection with
+/// nothing queued: one vectored write rather than a copy of the payload
+/// behind the header first; what the transport does not take is queued.
+/// Takes the connection's transport and queue rather than the connection,
+/// whose protocol state the payload may borrow.
 pub(crate) fn send_parts<S: Transport>(
     stream: &mut S,
     out: &mut Option<Box<OutQueue>>,
     head: &[u8],
     body: &[u8],
 ) -> io::Result<()> {
-    if let Some(q) = out.as_mut().filter(|q| !q.is_empty()) {
-        q.push(head);
-        q.push(body);
-        return q.flush(stream).map(|_| ());
-    }
+    debug_assert!(out.is_none(), "written ahead of a queue");
     let n = write_parts(stream, head, body)?;
     if n < head.len() + body.len() {
         let q = out.get_or_insert_with(Box::default);

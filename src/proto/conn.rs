@@ -731,7 +731,7 @@ impl Connection {
     /// (uncompressed is always allowed, §6).
     #[inline]
     pub fn compress_tail(&mut self, codec: &mut Codec, out: &mut Vec<u8>, at: usize) {
-        if let State::Open { deflate: Some(_), .. } = self.state {
+        if self.compresses() {
             self.compress_frame(codec, out, at);
         }
     }
