@@ -5,8 +5,9 @@
 //! - `frame/decode`, `frame/encode`: one header in each length form (7-bit,
 //!   16-bit, 64-bit). Client headers (masked) are decoded, server headers
 //!   (unmasked) encoded, as the server does. Throughput is header bytes.
-//! - `mask/apply`, `mask/bytewise`: payload masking at 20 B .. 1 MiB, with
-//!   the slice starting 0..3 bytes past a 16-byte-aligned address.
+//! - `mask/apply`, `mask/portable`, `mask/bytewise`: payload masking at
+//!   20 B .. 1 MiB, with the slice starting 0..3 bytes past a 16-byte-aligned
+//!   address. `portable` is `apply` without its AVX2 path for long payloads.
 //! - `utf8`: `Utf8Validator` over ASCII and multi-byte text, whole and in
 //!   1 KiB pieces (which split code points in the multi-byte text).
 //! - `handshake`: request head parse + key check, and `accept_key`, in
@@ -87,7 +88,13 @@ impl Aligned {
 }
 
 fn bench_mask(c: &mut Criterion) {
-    let sizes: [(&str, usize); 4] = [("20B", 20), ("1KiB", 1 << 10), ("64KiB", 64 << 10), ("1MiB", 1 << 20)];
+    let sizes: [(&str, usize); 5] = [
+        ("20B", 20),
+        ("1KiB", 1 << 10),
+        ("16KiB", 16 << 10),
+        ("64KiB", 64 << 10),
+        ("1MiB", 1 << 20),
+    ];
     let mut g = c.benchmark_group("mask");
     for (name, size) in sizes {
         g.throughput(Throughput::Bytes(size as u64));
@@ -96,6 +103,14 @@ fn bench_mask(c: &mut Criterion) {
             g.bench_function(BenchmarkId::new("apply", format!("{name}/align{align}")), |b| {
                 let s = buf.slice(align, size);
                 b.iter(|| mask::apply(black_box(&mut *s), black_box(KEY), black_box(0)))
+            });
+        }
+        // `apply` without its AVX2 path (the same on a CPU without AVX2):
+        // what the wide path gains. Aligned and misaligned.
+        for align in [0, 1] {
+            g.bench_function(BenchmarkId::new("portable", format!("{name}/align{align}")), |b| {
+                let s = buf.slice(align, size);
+                b.iter(|| mask::apply_portable(black_box(&mut *s), black_box(KEY), black_box(0)))
             });
         }
         // The byte-at-a-time reference does not care about alignment; one
