@@ -12,7 +12,8 @@ CPU 1, and record the rate, the server's CPU seconds over the measured window
 (utime + stime from /proc/PID/stat, before and after), and messages per
 server CPU-second. Repetitions are interleaved (rep 1 of every case, client
 and server, then rep 2, ...) so that slow drift in the machine's load spreads
-over all servers alike. Every run is bounded (--duration, and a hard timeout).
+over all servers alike, and within a case the servers take turns at going
+first (rep 2 starts with the second server, ...). Every run is bounded (--duration, and a hard timeout).
 
 Clients: `wsflood` (this repository) for every case; uWebSockets' own
 `load_test` for the echo cases and `broadcast_test` for the all-to-all
@@ -1038,6 +1039,23 @@ def plan_runs(args, cases, clients, servers):
     return plan, sorted(notes)
 
 
+def rotated(plan, by):
+    """The plan with the servers of each (case, client) rotated `by` places:
+    repetition r starts with the r-th server. Which server runs first in a
+    pair measurably matters on this machine (`benches/ab.py` found 0.935 in
+    a fixed order where alternating gave 1.012 for the same two binaries),
+    so every server takes every place in turn."""
+    out, group = [], []
+    for run in plan + [None]:
+        if group and (run is None or run[:2] != group[0][:2]):
+            k = by % len(group)
+            out += group[k:] + group[:k]
+            group = []
+        if run is not None:
+            group.append(run)
+    return out
+
+
 def run_all(args, plan):
     """Every run of the plan, repetitions interleaved. Returns the records."""
     reps_of = lambda c: 1 if c.mode == "idle" else args.reps  # noqa: E731
@@ -1051,7 +1069,7 @@ def run_all(args, plan):
     print(f"{total} runs, about {est / 60:.1f} min", flush=True)
     records = []
     for rep in range(1, args.reps + 1):
-        for c, cl, s in plan:
+        for c, cl, s in rotated(plan, rep - 1):
             if rep > reps_of(c):
                 continue
             rec = run_one(args, s, c, cl, rep)
