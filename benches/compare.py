@@ -13,7 +13,8 @@ CPU 1, and record the rate, the server's CPU seconds over the measured window
 server CPU-second. Repetitions are interleaved (rep 1 of every case, client
 and server, then rep 2, ...) so that slow drift in the machine's load spreads
 over all servers alike, and within a case the servers take turns at going
-first (rep 2 starts with the second server, ...). Every run is bounded (--duration, and a hard timeout).
+first (rep 2 starts with the second server, ...). Every run is bounded
+(--duration, and a hard timeout).
 
 Clients: `wsflood` (this repository) for every case; uWebSockets' own
 `load_test` for the echo cases and `broadcast_test` for the all-to-all

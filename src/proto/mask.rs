@@ -156,9 +156,9 @@ mod tests {
     #[test]
     fn long_payloads_match_reference_on_either_side_of_the_wide_path() {
         // From `WIDE_FROM` bytes `apply` takes the AVX2 path on a CPU that
-        // has it (this one runs it where the CPU does); `apply_portable`
-        // is checked at the same lengths either way. Lengths cover the
-        // threshold, whole and partial 128-byte blocks and their tails.
+        // has it (on one without, both calls below test the portable
+        // code). Lengths cover the threshold, whole and partial 128-byte
+        // blocks and their tails.
         let key = [0x3c, 0x81, 0xf0, 0x5a];
         let original: Vec<u8> = (0..20_000u32).map(|i| (i * 31 + 7) as u8).collect();
         let lengths = (WIDE_FROM - 9..WIDE_FROM + 140).chain([1000, 1023, 4096, 16_384, 16_387, 19_990]);
