@@ -316,6 +316,14 @@ fn main() {
             std::process::exit(1);
         }
     };
+    // Signal handlers first: "listening on" tells a supervisor (or a test)
+    // that the daemon is ready, SIGTERM's graceful shutdown included, and
+    // that its descriptors are all open. Logged before them, a SIGTERM sent
+    // at once could find no handler yet and kill the process outright.
+    if let Err(e) = server.handle_signals() {
+        error!("cannot install signal handlers: {e}");
+        std::process::exit(1);
+    }
     match server.local_addr() {
         Ok(addr) => info!(
             "listening on {addr}{} ({} bytes per idle connection record)",
@@ -326,10 +334,6 @@ fn main() {
     }
     if let Some(addr) = server.probe_addr() {
         info!("plain listener for /healthz and /metrics on {addr}");
-    }
-    if let Err(e) = server.handle_signals() {
-        error!("cannot install signal handlers: {e}");
-        std::process::exit(1);
     }
     if let Err(e) = server.run() {
         error!("poll failed: {e}");

@@ -226,6 +226,45 @@ fn sigterm_drains_queued_messages_then_closes_1001_and_exits_0() {
 }
 
 #[test]
+fn a_sigterm_as_soon_as_the_daemon_says_it_listens_is_a_graceful_shutdown() {
+    // "listening on" is the daemon's word that it is ready: a supervisor may
+    // signal it at once. Its handlers (and their descriptors) must exist by
+    // then, or SIGTERM's default action kills it (no exit 0, no shutdown
+    // line) and a descriptor count taken at that moment is short by the
+    // signal pipe's two, which made a test here flaky.
+    // Busy threads on both cores, so that the daemon is often preempted
+    // between its lines (a window of microseconds otherwise).
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut spinners: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    std::hint::spin_loop();
+                }
+            })
+        })
+        .collect();
+    let _stop_spinning = Defer(move || {
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        spinners.drain(..).for_each(|t| t.join().unwrap());
+    });
+    for round in 0..20 {
+        let mut d = Daemon::start(&[]);
+        let sockets = open_sockets(d.pid());
+        d.signal("TERM");
+        assert_eq!(
+            d.wait_exit(Duration::from_secs(5)),
+            Some(0),
+            "round {round}: killed, not shut down"
+        );
+        assert!(d.wait_log("shutdown complete").contains("shutdown complete"));
+        // The listener and the signal pipe's two ends.
+        assert!(sockets >= 3, "round {round}: {sockets} sockets when it said it listens");
+    }
+}
+
+#[test]
 fn second_signal_exits_at_once() {
     // Neither the close timeout nor the grace period can end this run: only
     // the second signal can.
@@ -422,6 +461,24 @@ fn unfinished_messages_stay_within_the_memory_budget_then_time_out() {
 /// Descriptors the daemon holds.
 fn open_fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
+}
+
+/// Runs its closure when dropped (also when a test's assertion fails).
+struct Defer<F: FnMut()>(F);
+
+impl<F: FnMut()> Drop for Defer<F> {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+/// Sockets among the daemon's descriptors (whatever else it inherited).
+fn open_sockets(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
 }
 
 #[test]
