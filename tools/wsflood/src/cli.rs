@@ -3,7 +3,8 @@
 use crate::deflate::Setup as DeflateSetup;
 use crate::json;
 use crate::payload::BCAST_HEADER;
-use crate::pubsub::{self, PublishVia};
+use crate::pubsub::options::{self as pubsub, PublishVia};
+use crate::pubsub::wire;
 use crate::target::{self, Target};
 use clap::{Parser, ValueEnum};
 use std::net::IpAddr;
@@ -322,7 +323,7 @@ impl Cli {
             return Err("--threads must be at least 1".into());
         }
         let default_size = match (mode, self.payload) {
-            (Mode::Pubsub, _) => pubsub::wire::HEADER,
+            (Mode::Pubsub, _) => wire::HEADER,
             (_, PayloadKind::Json) => 120,
             (_, PayloadKind::Pattern) => 20,
         };
@@ -359,7 +360,18 @@ impl Cli {
         let mut connections = self.connections;
         let mut pubsub = None;
         if mode == Mode::Pubsub {
-            let o = pubsub::Options::check(&self, &sizes)?;
+            let flags = pubsub::Flags {
+                topics: self.topics,
+                subscriptions: self.subscriptions,
+                publishers: self.publishers,
+                seed: self.seed,
+                publish_via: self.publish_via,
+                binary: self.binary,
+                batch: self.batch,
+                connections: self.connections,
+                rate: self.rate,
+            };
+            let o = pubsub::Options::check(&flags, &sizes, MAX_PAYLOAD)?;
             publishers = self.publishers;
             connections += o.ws_publishers();
             pubsub = Some(o);

@@ -14,6 +14,7 @@ mod json;
 mod payload;
 mod pubsub;
 mod report;
+mod shared;
 mod stats;
 mod sys;
 mod target;
@@ -24,12 +25,13 @@ mod worker;
 use clap::Parser;
 use cli::{Cli, Mode, Plan};
 use report::{Cpu, Report, Rss};
+use shared::{Shared, HARD_CAP};
 use stats::Stats;
 use std::process::exit;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
-use worker::{Shared, Worker, HARD_CAP};
+use worker::Worker;
 
 #[global_allocator]
 static GLOBAL: alloc::Counting = alloc::Counting;
@@ -95,6 +97,11 @@ fn run(plan: Plan) -> i32 {
         },
         true => None,
     };
+    // A pubsub run's own state, beside what every run shares.
+    let ps = plan
+        .pubsub
+        .clone()
+        .map(|o| Arc::new(pubsub::Shared::new(o, plan.max_size)));
     let sh = Arc::new(Shared::new(plan));
     let plan = &sh.plan;
     let cpu_sample = || {
@@ -109,7 +116,7 @@ fn run(plan: Plan) -> i32 {
     let (done_tx, done_rx) = mpsc::channel::<()>();
     let mut handles = Vec::new();
     for i in 0..plan.threads {
-        let worker = match Worker::new(sh.clone(), i) {
+        let worker = match Worker::new(sh.clone(), ps.as_ref(), i) {
             Ok(w) => w,
             Err(e) => {
                 eprintln!("wsflood: cannot create a poll instance: {e}");
@@ -131,7 +138,7 @@ fn run(plan: Plan) -> i32 {
         }
     }
     // Pubsub: HTTP publishers have a thread of their own.
-    let http = match pubsub::http::spawn(&sh, done_tx.clone()) {
+    let http = match pubsub::http::spawn(&sh, ps.as_ref(), done_tx.clone()) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("wsflood: cannot start the HTTP publishers: {e}");
@@ -239,7 +246,7 @@ fn run(plan: Plan) -> i32 {
             after_kib: after,
             open,
         }),
-        pubsub: sh.pubsub.as_deref(),
+        pubsub: ps.as_deref(),
     };
     print!("{}", report.text());
     if let Some(path) = &plan.json {

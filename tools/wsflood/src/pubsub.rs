@@ -19,19 +19,21 @@
 //! what was published on its topics is lost.
 //!
 //! The worker (worker.rs) runs the connections and calls [`Driver`] at its
-//! hook points; HTTP publishers have a thread of their own ([`http`]).
+//! hook points; HTTP publishers have a thread of their own ([`http`]). Both
+//! read the run's common state (shared.rs) and this mode's [`Shared`],
+//! which `main` makes for a pubsub run and hands to each.
 
 pub mod http;
+pub mod options;
 pub mod scrape;
 pub mod wire;
 
-use crate::cli::Cli;
+use crate::shared;
 use crate::stats::Stats;
 use crate::sys;
 use crate::track::{Arrival, SeqTrack};
-use crate::worker;
-use clap::ValueEnum;
 use hdrhistogram::Histogram;
+pub use options::{Options, PublishVia};
 use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -45,130 +47,6 @@ const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000 * MS;
 /// Most messages one publisher queues in one go (the rest at the next turn).
 const MAX_BURST: u32 = 1024;
-/// Most memory the sequence tracking and publish counts may take.
-const MAX_TRACKING_BYTES: usize = 256 << 20;
-
-/// How publishers publish.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum PublishVia {
-    /// A /pubsub WebSocket per publisher, publish requests.
-    Ws,
-    /// POST /broadcast/{topic}, one message per request (keep-alive).
-    Http,
-    /// POST /pubsub, a JSON array of --batch publish requests per request.
-    HttpBatch,
-}
-
-impl PublishVia {
-    pub fn name(self) -> &'static str {
-        match self {
-            PublishVia::Ws => "ws",
-            PublishVia::Http => "http",
-            PublishVia::HttpBatch => "http-batch",
-        }
-    }
-}
-
-/// The checked pubsub part of a run description.
-#[derive(Debug, Clone)]
-pub struct Options {
-    pub topics: u32,
-    /// Topics per subscriber.
-    pub subscriptions: u32,
-    pub seed: u64,
-    pub via: PublishVia,
-    pub binary: bool,
-    /// http-batch: messages per request.
-    pub batch: usize,
-    pub publishers: u32,
-    /// Subscriber connections (--connections).
-    pub subscribers: usize,
-    /// Messages per second, all publishers together (0: unpaced).
-    pub rate: f64,
-}
-
-impl Options {
-    /// Checks the pubsub options; `sizes` are the body sizes.
-    pub fn check(cli: &Cli, sizes: &[usize]) -> Result<Options, String> {
-        let (topics, subs, publishers) = (cli.topics, cli.subscriptions, cli.publishers);
-        if topics == 0 || topics > wire::MAX_TOPICS {
-            return Err(format!("--topics must be between 1 and {}", wire::MAX_TOPICS));
-        }
-        if subs == 0 || subs > topics || subs > 1 << 16 {
-            return Err("--subscriptions must be between 1 and --topics (at most 65536)".into());
-        }
-        if publishers == 0 || publishers > wire::MAX_PUBLISHERS {
-            return Err(format!("--publishers must be between 1 and {}", wire::MAX_PUBLISHERS));
-        }
-        if let Some(small) = sizes.iter().find(|&&s| s < wire::HEADER) {
-            return Err(format!(
-                "pubsub messages carry a {}-byte header; payload size {small} is too small",
-                wire::HEADER
-            ));
-        }
-        if cli.binary && cli.publish_via == PublishVia::HttpBatch {
-            return Err("--binary cannot go in a POST /pubsub batch (JSON); use --publish-via ws or http".into());
-        }
-        let max = sizes.iter().copied().max().unwrap_or(0);
-        if cli.batch == 0 || cli.batch.saturating_mul(max + 64) > crate::cli::MAX_PAYLOAD {
-            return Err("--batch must be at least 1, and a batch of the largest message at most 16 MiB".into());
-        }
-        let tracking = cli
-            .connections
-            .saturating_mul(subs)
-            .saturating_mul(publishers)
-            .saturating_mul(std::mem::size_of::<SeqTrack>())
-            .saturating_add(publishers.saturating_mul(topics).saturating_mul(8));
-        if tracking > MAX_TRACKING_BYTES {
-            return Err(format!(
-                "tracking {} subscribers x {subs} topics x {publishers} publishers would take {} MiB; \
-                 use fewer publishers",
-                cli.connections,
-                tracking >> 20
-            ));
-        }
-        Ok(Options {
-            topics: topics as u32,
-            subscriptions: subs as u32,
-            seed: cli.seed,
-            via: cli.publish_via,
-            binary: cli.binary,
-            batch: cli.batch,
-            publishers: publishers as u32,
-            subscribers: cli.connections,
-            rate: cli.rate,
-        })
-    }
-
-    /// Publishers with a WebSocket (they come first among the connections).
-    pub fn ws_publishers(&self) -> usize {
-        if self.via == PublishVia::Ws {
-            self.publishers as usize
-        } else {
-            0
-        }
-    }
-
-    /// Publishers with an HTTP connection (a thread of their own).
-    pub fn http_publishers(&self) -> usize {
-        self.publishers as usize - self.ws_publishers()
-    }
-
-    /// Subscribe requests per subscriber (at most [`MAX_BATCH`] topics each).
-    fn batches(&self) -> u32 {
-        self.subscriptions.div_ceil(MAX_BATCH as u32)
-    }
-
-    /// Nanoseconds between two requests of one publisher carrying
-    /// `per_request` messages each (0: unpaced).
-    fn period(&self, per_request: usize) -> u64 {
-        if self.rate > 0.0 {
-            ((per_request as f64 * f64::from(self.publishers) * 1e9 / self.rate) as u64).max(1)
-        } else {
-            0
-        }
-    }
-}
 
 /// splitmix64: small, fast, and any seed will do.
 #[derive(Debug, Clone, Copy, Default)]
@@ -342,14 +220,14 @@ impl Shared {
     }
 
     /// Every publisher has stopped sending.
-    fn publishing_over(&self, sh: &worker::Shared) -> bool {
+    fn publishing_over(&self, sh: &shared::Shared) -> bool {
         sh.stopped.load(Acquire) >= sh.plan.threads && self.http_done.load(Acquire)
     }
 
     /// Takes sample `which` (0: publishing begins, 1: the drain ended):
     /// the server's CPU time is read on the inside of the metrics scrape, so
     /// that the scrape's own cost stays out of the window.
-    fn sample(&self, sh: &worker::Shared, which: usize) {
+    fn sample(&self, sh: &shared::Shared, which: usize) {
         let targets = &sh.plan.targets;
         let server_cpu = || sys::cpu_seconds_sum(&sh.plan.server_pids);
         let (metrics, server_cpu) = if which == 0 {
@@ -371,7 +249,7 @@ impl Shared {
     }
 
     /// The end sample, if nobody took it (the drain timed out).
-    fn sample_end_once(&self, sh: &worker::Shared) {
+    fn sample_end_once(&self, sh: &shared::Shared) {
         if self.started() && !self.after_claimed.swap(true, AcqRel) {
             self.sample(sh, 1);
             self.after_taken.store(true, Release);
@@ -405,7 +283,7 @@ struct Slot {
 /// The pubsub side of one worker thread: called by the worker at its hook
 /// points, with the pieces of the connection it needs.
 pub struct Driver {
-    sh: Arc<worker::Shared>,
+    sh: Arc<shared::Shared>,
     ps: Arc<Shared>,
     index: usize,
     slots: Vec<Slot>,
@@ -429,8 +307,8 @@ fn mismatch(stats: &mut Stats) {
 impl Driver {
     /// The driver of worker `index` with `slots` connections, for a pubsub
     /// run.
-    pub fn new(sh: &Arc<worker::Shared>, index: usize, slots: usize) -> Option<Driver> {
-        let ps = sh.pubsub.clone()?;
+    pub fn new(sh: &Arc<shared::Shared>, ps: Option<&Arc<Shared>>, index: usize, slots: usize) -> Option<Driver> {
+        let ps = ps?.clone();
         Some(Driver {
             period: ps.opts.period(1),
             body: ps.filler.to_vec(),

@@ -16,12 +16,12 @@
 //! 10 s ends everything.
 
 use crate::alloc;
-use crate::cli::{Mode, PayloadKind, Plan};
+use crate::cli::{Mode, Plan};
 use crate::deflate::{Codecs, ConnDeflate, Sent};
-use crate::json::Json;
 use crate::payload;
 use crate::pubsub;
-use crate::stats::{self, Live, Stats};
+use crate::shared::{Shared, HARD_CAP};
+use crate::stats::{self, Stats};
 use crate::tls::Stream;
 use crate::track::{Arrival, RoundArrival, Rounds, SeqTrack};
 use hdrhistogram::Histogram;
@@ -32,14 +32,14 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, Read};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use wsloop::net::write_some;
 use wsloop::proto::frame::{self, Decoded};
 use wsloop::proto::handshake::{self, ResponseError, ResponseParser};
 use wsloop::proto::http::{HeadLimits, Progress};
-use wsloop::proto::{Event, Limits, MessageKind, Session};
+use wsloop::proto::{Event, Limits, Session};
 
 const MS: u64 = 1_000_000;
 const SEC: u64 = 1_000 * MS;
@@ -53,8 +53,6 @@ const DRAIN: u64 = 5 * SEC;
 const CLOSE_WAIT: u64 = 2 * SEC;
 /// After the closing handshake: how long the server may take to close TCP.
 const LINGER: u64 = SEC;
-/// Everything ends this long after --duration.
-pub const HARD_CAP: u64 = 10 * SEC;
 /// How often progress counters are published.
 const PUBLISH: u64 = 100 * MS;
 /// Warm-up before the allocation count of the steady state starts.
@@ -64,66 +62,6 @@ const HEAD: HeadLimits = HeadLimits {
     max_size: 16 << 10,
     max_fields: 100,
 };
-
-/// State shared by all threads.
-pub struct Shared {
-    pub plan: Plan,
-    pub start: Instant,
-    pub filler: Box<[u8]>,
-    /// --payload json: the messages' tables.
-    pub json: Option<Json>,
-    /// The type of echo and broadcast messages (text for JSON).
-    pub kind: MessageKind,
-    /// Connections that are done trying to open (established or failed).
-    pub settled: AtomicUsize,
-    /// Connections open now.
-    pub open: AtomicUsize,
-    /// Broadcast: members of the room when publishing began (0 until then).
-    pub members: AtomicUsize,
-    /// Threads that have stopped sending.
-    pub stopped: AtomicUsize,
-    /// Broadcast: messages sent so far by each publisher.
-    pub sent: Box<[AtomicU64]>,
-    pub live: Box<[Live]>,
-    /// Pubsub: state of the run (None in the other modes).
-    pub pubsub: Option<Arc<pubsub::Shared>>,
-}
-
-impl Shared {
-    pub fn new(plan: Plan) -> Shared {
-        let filler = payload::filler(plan.max_size).into_boxed_slice();
-        // The sizes were checked with the plan: this cannot fail.
-        let json = (plan.payload == PayloadKind::Json)
-            .then(|| Json::new(&plan.sizes).ok())
-            .flatten();
-        Shared {
-            kind: if json.is_some() {
-                MessageKind::Text
-            } else {
-                MessageKind::Binary
-            },
-            json,
-            sent: (0..plan.publishers).map(|_| AtomicU64::new(0)).collect(),
-            live: (0..plan.threads).map(|_| Live::default()).collect(),
-            pubsub: plan
-                .pubsub
-                .clone()
-                .map(|o| Arc::new(pubsub::Shared::new(o, plan.max_size))),
-            plan,
-            start: Instant::now(),
-            filler,
-            settled: AtomicUsize::new(0),
-            open: AtomicUsize::new(0),
-            members: AtomicUsize::new(0),
-            stopped: AtomicUsize::new(0),
-        }
-    }
-
-    /// Nanoseconds since the run started: the one clock of every thread.
-    pub fn now(&self) -> u64 {
-        self.start.elapsed().as_nanos() as u64
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum St {
@@ -282,7 +220,8 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(sh: Arc<Shared>, index: usize) -> io::Result<Worker> {
+    /// Worker `index` of the run `sh`; `ps` is a pubsub run's own state.
+    pub fn new(sh: Arc<Shared>, ps: Option<&Arc<pubsub::Shared>>, index: usize) -> io::Result<Worker> {
         let plan = &sh.plan;
         let conns: Vec<Conn> = (index..plan.connections)
             .step_by(plan.threads)
@@ -332,7 +271,7 @@ impl Worker {
             open: 0,
             outstanding: 0,
             rng: seed,
-            ps: pubsub::Driver::new(&sh, index, n),
+            ps: pubsub::Driver::new(&sh, ps, index, n),
             codecs: Codecs::new(plan.deflate.as_ref()),
             sh: sh.clone(),
         };

@@ -11,8 +11,8 @@
 
 use super::{pace, publisher_rng, wire, PublishVia, Rng, Shared as PubSub, MAX_BURST};
 use crate::alloc;
+use crate::shared::{self, HARD_CAP};
 use crate::stats::Stats;
-use crate::worker::{self, HARD_CAP};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use std::io::{self, Read};
@@ -35,8 +35,12 @@ const MAX_BODY: usize = 1 << 20;
 
 /// Starts the HTTP publishers' thread if the run has any; it signals `done`
 /// when it ends and returns its counts.
-pub fn spawn(sh: &Arc<worker::Shared>, done: mpsc::Sender<()>) -> io::Result<Option<JoinHandle<Stats>>> {
-    let Some(ps) = sh.pubsub.clone() else {
+pub fn spawn(
+    sh: &Arc<shared::Shared>,
+    ps: Option<&Arc<PubSub>>,
+    done: mpsc::Sender<()>,
+) -> io::Result<Option<JoinHandle<Stats>>> {
+    let Some(ps) = ps.cloned() else {
         return Ok(None);
     };
     if ps.opts.http_publishers() == 0 {
@@ -160,7 +164,7 @@ struct Conn {
 }
 
 struct Publishers {
-    sh: Arc<worker::Shared>,
+    sh: Arc<shared::Shared>,
     ps: Arc<PubSub>,
     poll: Poll,
     conns: Vec<Conn>,
@@ -176,7 +180,7 @@ struct Publishers {
 }
 
 impl Publishers {
-    fn new(sh: Arc<worker::Shared>, ps: Arc<PubSub>) -> io::Result<Publishers> {
+    fn new(sh: Arc<shared::Shared>, ps: Arc<PubSub>) -> io::Result<Publishers> {
         let per_request = if ps.opts.via == PublishVia::HttpBatch {
             ps.opts.batch
         } else {
