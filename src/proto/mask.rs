@@ -14,8 +14,9 @@
 //! On baseline x86-64 the vectors are SSE2's 16 bytes. A payload of
 //! [`WIDE_FROM`] bytes or more goes, on a CPU that has AVX2, to the same
 //! code compiled for AVX2 (32-byte vectors, four to a block): a 16 KiB
-//! payload then takes about 1,700 instructions instead of 4,100 (`cargo
-//! bench --bench codec -- mask/` times both, `apply` and `portable`).
+//! payload then takes about 1,460 instructions instead of 3,860 (callgrind,
+//! `benches/profile_echo.py --cases 10x16k`), and `cargo bench --bench
+//! codec -- mask/` times both, `apply` and `portable`.
 
 /// The payload length from which [`apply`] asks whether the CPU has AVX2:
 /// under it the question and the call cost more than they save.
