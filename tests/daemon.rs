@@ -258,8 +258,8 @@ fn a_sigterm_as_soon_as_the_daemon_says_it_listens_is_a_graceful_shutdown() {
             Some(0),
             "round {round}: killed, not shut down"
         );
-        assert!(d.wait_log("shutdown complete").contains("shutdown complete"));
-        // The listener and the signal pipe's two ends.
+        d.wait_log("shutdown complete"); // panics if the line never comes
+                                         // The listener and the signal pipe's two ends.
         assert!(sockets >= 3, "round {round}: {sockets} sockets when it said it listens");
     }
 }

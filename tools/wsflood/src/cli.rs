@@ -3,7 +3,7 @@
 use crate::deflate::Setup as DeflateSetup;
 use crate::json;
 use crate::payload::BCAST_HEADER;
-use crate::pubsub::options::{self as pubsub, PublishVia};
+use crate::pubsub::options::{self, PublishVia};
 use crate::pubsub::wire;
 use crate::target::{self, Target};
 use clap::{Parser, ValueEnum};
@@ -256,7 +256,7 @@ pub struct Plan {
     /// wss://: the TLS client configuration.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// Pubsub: its options (None in the other modes).
-    pub pubsub: Option<pubsub::Options>,
+    pub pubsub: Option<options::Options>,
     pub payload: PayloadKind,
     /// permessage-deflate: what to offer and how to compress (None: no offer).
     pub deflate: Option<DeflateSetup>,
@@ -360,7 +360,7 @@ impl Cli {
         let mut connections = self.connections;
         let mut pubsub = None;
         if mode == Mode::Pubsub {
-            let flags = pubsub::Flags {
+            let flags = options::Flags {
                 topics: self.topics,
                 subscriptions: self.subscriptions,
                 publishers: self.publishers,
@@ -371,7 +371,7 @@ impl Cli {
                 connections: self.connections,
                 rate: self.rate,
             };
-            let o = pubsub::Options::check(&flags, &sizes, MAX_PAYLOAD)?;
+            let o = options::Options::check(&flags, &sizes, MAX_PAYLOAD)?;
             publishers = self.publishers;
             connections += o.ws_publishers();
             pubsub = Some(o);
