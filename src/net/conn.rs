@@ -99,12 +99,15 @@ impl<S: Transport> Conn<S> {
     }
 }
 
-/// [`Conn::send`] for a frame in two parts, its header and a payload that
-/// lives elsewhere (in the read buffer, for an echo), on a connection with
-/// nothing queued: one vectored write rather than a copy of the payload
-/// behind the header first; what the transport does not take is queued.
-/// Takes the connection's transport and queue rather than the connection,
-/// whose protocol state the payload may borrow.
+/// [`Conn::send`] for a frame that is not in the write buffer, on a
+/// connection with nothing queued: `head` then `body` in one vectored write
+/// (a plain one when `head` is empty: an echo whose header was put in front
+/// of its payload in the read buffer), rather than a copy into the write
+/// buffer first; what the transport does not take is queued. Takes the
+/// connection's transport and queue rather than the connection, whose
+/// protocol state the payload may borrow. Out of line: the system call
+/// dominates, and `Hub::readable` stays small for the common small message.
+#[inline(never)]
 pub(crate) fn send_parts<S: Transport>(
     stream: &mut S,
     out: &mut Option<Box<OutQueue>>,

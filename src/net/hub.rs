@@ -35,9 +35,12 @@ use std::io;
 /// backpressure cap, or a recipient that keeps up on average would look
 /// slow).
 const READ_BUDGET: usize = 4;
-/// Payloads from this size are sent from where they are, behind their
-/// header in one vectored write, rather than copied into the write buffer
-/// (when nothing is waiting ahead of them and nothing is compressed).
+/// Payloads from this size are sent from where they are rather than copied
+/// into the write buffer (when nothing is waiting ahead of them and nothing
+/// is compressed): from the read buffer, with their header written over the
+/// consumed bytes in front, in one plain write; from elsewhere, behind their
+/// header in one vectored write. A plain write costs the kernel about 2 %
+/// less than a vectored one of the same 16 KiB (an echo's ~7 µs).
 const SEND_IN_PLACE_FROM: usize = 4096;
 /// At the end of an iteration, how many more times the fan-out runs for
 /// what its own teardowns published (leave notices).
@@ -311,6 +314,12 @@ impl<S: Transport> Hub<S> {
         }
     }
 
+    /// Whether `addr` lies in the read buffer's storage.
+    #[cfg(test)]
+    pub fn holds_in_read_buffer(&self, addr: usize) -> bool {
+        self.rstore.as_ptr_range().contains(&(addr as *const u8))
+    }
+
     /// The counters and gauges for `/metrics`.
     #[cfg(test)]
     pub fn snapshot(&self) -> Snapshot<'_> {
@@ -337,6 +346,9 @@ impl<S: Transport> Hub<S> {
             ..
         } = self;
         let input = &mut rstore[*rstart..*rstart + n];
+        // Where the input starts: a large echo that lies in it is sent
+        // from it (see `in_read_buffer`).
+        let base = input.as_ptr() as usize;
         let mut pos = 0;
         let mut conn = &mut conns[key];
         loop {
@@ -347,7 +359,7 @@ impl<S: Transport> Hub<S> {
             let reply = match event {
                 Event::Message(kind, payload) => {
                     trace!("#{key}: {kind:?} message of {} bytes", payload.len());
-                    let (mut sent, mut close, mut wrote) = (None, None, false);
+                    let (mut sent, mut close, mut wrote, mut behind) = (None, None, false, None);
                     let at = wbuf.len();
                     match service.on_message(key, conn.route, kind, payload, config) {
                         Command::Send(kind, payload) => {
@@ -359,15 +371,38 @@ impl<S: Transport> Hub<S> {
                                 && wbuf.is_empty()
                                 && conn.out.is_none()
                                 && !deflate;
-                            if !(wrote
-                                && send_in_place(&mut conn.stream, &mut conn.out, kind.opcode(), payload).is_ok())
-                            {
+                            if wrote {
+                                let head = frame::encode(true, kind.opcode(), payload.len() as u64, None);
+                                match in_read_buffer(base, n, payload, head.as_slice().len()) {
+                                    Some(at) => behind = Some((head, at, payload.len())),
+                                    None => {
+                                        if send_parts(&mut conn.stream, &mut conn.out, head.as_slice(), payload)
+                                            .is_err()
+                                        {
+                                            frame::write(wbuf, kind.opcode(), payload, None);
+                                        }
+                                    }
+                                }
+                            } else {
                                 frame::write(wbuf, kind.opcode(), payload, None);
                             }
                             sent = Some(payload.len());
                         }
                         Command::Close(code, reason) => close = Some((code, reason)),
                         Command::None => {}
+                    }
+                    // The payload is no longer borrowed: its header goes
+                    // in front of it, over bytes already consumed, and
+                    // the frame out in one contiguous write.
+                    if let Some((head, at, len)) = behind {
+                        let head = head.as_slice();
+                        let frame = &mut input[at - head.len()..at + len];
+                        frame[..head.len()].copy_from_slice(head);
+                        if send_parts(&mut conn.stream, &mut conn.out, &[], frame).is_err() {
+                            // Left to the ordinary write, which meets the
+                            // error again and tears the connection down.
+                            wbuf.extend_from_slice(frame);
+                        }
                     }
                     if wrote {
                         service.stats.write_calls += 1;
@@ -600,20 +635,18 @@ impl<S: Transport> Hub<S> {
     }
 }
 
-/// Writes one unmasked frame (FIN set) of `payload` straight to a
-/// connection with nothing queued, its header and payload in one vectored
-/// write; what the transport does not take is queued. Out of line: the
-/// system call dominates, and `Hub::readable` stays small for the
-/// common small message.
-#[inline(never)]
-fn send_in_place<S: Transport>(
-    stream: &mut S,
-    out: &mut Option<Box<super::outq::OutQueue>>,
-    opcode: frame::Opcode,
-    payload: &[u8],
-) -> io::Result<()> {
-    let head = frame::encode(true, opcode, payload.len() as u64, None);
-    send_parts(stream, out, head.as_slice(), payload)
+/// Where `payload` starts in the `n` bytes of input that start at address
+/// `base`, if it lies wholly there with room for a `head`-byte header in
+/// front of it. Those bytes in front are consumed and dead: the session has
+/// read past them (they are at least this frame's own header, of which the
+/// mask key alone is four bytes, more than a server's header is shorter
+/// than a client's), and each event before this one was answered, by a copy
+/// or a write, before it was read. A payload gathered from fragments lies
+/// in the session's buffer instead, and a service's own reply anywhere.
+#[inline(always)]
+fn in_read_buffer(base: usize, n: usize, payload: &[u8], head: usize) -> Option<usize> {
+    let at = (payload.as_ptr() as usize).checked_sub(base)?;
+    (at >= head && at.checked_add(payload.len())? <= n).then_some(at)
 }
 
 /// The service's reply to a request head (the probe listener answers only

@@ -35,6 +35,8 @@ struct Pipe {
     writes: usize,
     /// How many slices the last write call gave (1 for a plain write).
     last_slices: usize,
+    /// The address of the first byte the last write call gave.
+    last_from: usize,
     /// The peer reset the connection: the server's writes into this pipe
     /// fail with `ConnectionReset`.
     reset: bool,
@@ -51,6 +53,7 @@ impl Pipe {
             writable_edge: true,
             writes: 0,
             last_slices: 0,
+            last_from: 0,
             reset: false,
         }))
     }
@@ -92,6 +95,7 @@ impl Write for MemStream {
         assert!(!p.shut, "write after shutdown");
         p.writes += 1;
         p.last_slices = bufs.len();
+        p.last_from = bufs.iter().find(|b| !b.is_empty()).map_or(0, |b| b.as_ptr() as usize);
         if p.reset {
             return Err(io::ErrorKind::ConnectionReset.into());
         }
@@ -638,27 +642,86 @@ fn pattern(n: usize, seed: u8) -> Vec<u8> {
 }
 
 #[test]
-fn a_large_echo_goes_out_behind_its_header_in_one_write_without_a_copy() {
+fn a_large_echo_goes_out_from_the_read_buffer_in_one_plain_write() {
     let mut w = World::new(config());
     let mut c = w.open("/echo");
     let writes = || c.rx.borrow().writes;
+    let last = |c: &Client| (c.rx.borrow().last_slices, c.rx.borrow().last_from);
     let before = writes();
     c.frame(Opcode::Binary, &pattern(20_000, 0));
     w.settle();
     assert_eq!(writes(), before + 1, "one write");
-    assert_eq!(c.rx.borrow().last_slices, 2, "header and payload as they are");
+    let (slices, from) = last(&c);
+    assert_eq!(slices, 1, "header and payload together");
+    assert!(w.hub.holds_in_read_buffer(from), "written from the read buffer");
     assert_eq!(c.next_frame().unwrap().payload, pattern(20_000, 0));
-    // Under 4 KiB, and behind other output in the same read: copied.
+    // Gathered from two fragments: from the session's buffer, behind its
+    // header in one vectored write.
+    let six = pattern(6000, 5);
+    let (a, b) = six.split_at(3000);
+    let mut two = fragment(false, Opcode::Binary, a);
+    two.extend(fragment(true, Opcode::Continuation, b));
+    c.send(&two);
+    w.settle();
+    let (slices, from) = last(&c);
+    assert_eq!(slices, 2, "header, then the payload where it is");
+    assert!(!w.hub.holds_in_read_buffer(from));
+    assert_eq!(c.next_frame().unwrap().payload, pattern(6000, 5));
+    // Under 4 KiB, and behind other output in the same read: copied into
+    // the write buffer.
     c.frame(Opcode::Binary, &pattern(4095, 1));
     w.settle();
-    assert_eq!(c.rx.borrow().last_slices, 1);
+    let (slices, from) = last(&c);
+    assert_eq!(slices, 1);
+    assert!(!w.hub.holds_in_read_buffer(from), "copied");
     c.frame(Opcode::Binary, b"first");
     c.frame(Opcode::Binary, &pattern(5000, 2));
     w.settle();
-    assert_eq!(c.rx.borrow().last_slices, 1);
+    let (slices, from) = last(&c);
+    assert_eq!(slices, 1);
+    assert!(!w.hub.holds_in_read_buffer(from), "copied");
     assert_eq!(c.next_frame().unwrap().payload, pattern(4095, 1));
     assert_eq!(c.next_frame().unwrap().payload, b"first");
     assert_eq!(c.next_frame().unwrap().payload, pattern(5000, 2));
+}
+
+#[test]
+fn a_large_echo_is_whole_wherever_a_read_cuts_its_frame() {
+    // An echo's header goes over the bytes in front of its payload in the
+    // read buffer: this frame's own header (2 + 2 + 4 bytes here), all of
+    // it or what of it came in the same read, or nothing (the payload at
+    // the start of the read: a vectored write); or the frame is copied, or
+    // gathered. Cut anywhere, alone or behind another frame, every echo is
+    // whole and in order.
+    let payload = pattern(10_000, 7);
+    let whole = fragment(true, Opcode::Binary, &payload);
+    let small = fragment(true, Opcode::Text, b"abc");
+    for cut in (0..=12).chain([5000, whole.len() - 1, whole.len()]) {
+        for behind_small in [false, true] {
+            let mut w = World::new(config());
+            let mut c = w.open("/echo");
+            let mut first = if behind_small { small.clone() } else { Vec::new() };
+            first.extend(&whole[..cut]);
+            c.send(&first);
+            w.settle();
+            let mut rest = whole[cut..].to_vec();
+            rest.extend(&small);
+            c.send(&rest);
+            w.settle();
+            let mut expected = vec![
+                (Opcode::Binary as u8, payload.clone()),
+                (Opcode::Text as u8, b"abc".to_vec()),
+            ];
+            if behind_small {
+                expected.insert(0, (Opcode::Text as u8, b"abc".to_vec()));
+            }
+            for (i, want) in expected.into_iter().enumerate() {
+                let got = c.next_frame().map(|f| (f.opcode, f.payload));
+                assert!(got == Some(want), "cut {cut}, behind_small {behind_small}: echo {i}");
+            }
+            assert_eq!(c.next_frame(), None);
+        }
+    }
 }
 
 #[test]
