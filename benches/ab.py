@@ -44,6 +44,18 @@ CASES = {
         "/broadcast/b",
         4,
     ),
+    "all-to-all 500": (
+        ["--broadcast-to-sender"],
+        ["broadcast", "-c", "500", "--all-to-all", "--expect-self", "-s", "20"],
+        "/broadcast/b",
+        4,
+    ),
+    "all-to-all 1000": (
+        ["--broadcast-to-sender"],
+        ["broadcast", "-c", "1000", "--all-to-all", "--expect-self", "-s", "20"],
+        "/broadcast/b",
+        4,
+    ),
     "fanout 1->1000": (
         ["--broadcast-to-sender"],
         ["broadcast", "-c", "1000", "-p", "1", "-k", "16", "--expect-self", "-s", "64"],
