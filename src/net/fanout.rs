@@ -2,7 +2,8 @@
 //! its share of every topic published to during the iteration: the frames
 //! of those topics' batches (encoded once, in the form it wants), minus its
 //! own messages and the presence notices it did not ask for, in **one
-//! vectored write** however many topics it is subscribed to.
+//! write call** however many topics it is subscribed to (a `send` when its
+//! share is one range of one batch, a `writev` of the pieces otherwise).
 //!
 //! Only what a socket will not take is queued: a large frame by reference
 //! to one shared copy of it (made once, for the first connection that needs
@@ -139,7 +140,7 @@ impl Fanout {
     }
 
     /// Writes connection `key` its share of the batches in `group` with one
-    /// vectored write; queues what the socket does not take. Applies the
+    /// write call; queues what the socket does not take. Applies the
     /// slow-consumer policy.
     #[allow(clippy::too_many_arguments)]
     fn deliver_to<S: Transport>(
