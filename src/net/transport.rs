@@ -52,7 +52,7 @@ impl Write for Stream {
 
     /// One slice (a fan-out's round merged into one range of its batch, a
     /// queue of one chunk) goes out with a plain `send`, which costs the
-    /// kernel 2–5 % less than `writev` of the same bytes, per write and
+    /// kernel 3–5 % less than `writev` of the same bytes, per write and
     /// read on loopback (20 B and 16 KiB alike); see BENCHMARKS.md.
     #[inline]
     fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
