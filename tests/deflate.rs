@@ -108,6 +108,45 @@ fn websockets_echo_text_and_binary_0_to_16_mib_and_fragmented() {
     }
 }
 
+/// RFC 7692 §7.1.2.1: a server accepts an offered `server_max_window_bits`
+/// "by including" it "with the same or smaller value as the offer", and
+/// Python `websockets` fails the connection when it is missing, so an
+/// offered 15 is answered with 15, and a larger one than the server's
+/// limit with the limit.
+#[test]
+fn an_offered_server_max_window_bits_is_answered_even_at_15() {
+    if !python_ready() {
+        return;
+    }
+    for (args, bits, expected) in [
+        (
+            &["--deflate", "shared"][..],
+            "15",
+            format!("{SHARED}; server_max_window_bits=15"),
+        ),
+        (
+            &["--deflate", "shared"],
+            "11",
+            format!("{SHARED}; server_max_window_bits=11"),
+        ),
+        (
+            &["--deflate", "dedicated"],
+            "15",
+            "permessage-deflate; server_max_window_bits=15".into(),
+        ),
+        (
+            &["--deflate", "dedicated", "--deflate-window-bits", "10"],
+            "15",
+            "permessage-deflate; server_max_window_bits=10; client_max_window_bits=10".into(),
+        ),
+    ] {
+        let d = Daemon::start(args);
+        let r = script(&["echo", &d.url("/echo"), &expected, bits]);
+        assert_eq!(r["extensions"], expected.as_str(), "{args:?} {bits}");
+        assert_eq!(r["echoes"], 20, "{args:?} {bits}");
+    }
+}
+
 #[test]
 fn echoes_over_the_threshold_come_back_with_rsv1() {
     if !python_ready() {

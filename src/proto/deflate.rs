@@ -64,6 +64,7 @@
 //!
 //! In both modes `server_max_window_bits` is the smaller of the offered
 //! value (15 when absent) and the operator's maximum, and is sent when
+//! offered (§7.1.2.1: the server accepts it "by including" it, 15 too) or
 //! below 15 (§7.1.2.1 allows it even when not offered);
 //! `client_max_window_bits` is answered only when offered (§7.1.2.2:
 //! otherwise the server "MUST NOT include" it), and in Dedicated mode only.
@@ -214,7 +215,7 @@ impl DeflateConfig {
 }
 
 /// The agreed parameters of one connection (§7.1), as the server sees them.
-/// Four bytes, `Copy`; `Option<Params>` is four bytes too.
+/// Five bytes, `Copy`; `Option<Params>` is five bytes too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Params {
     /// The server resets its compressor after each message (§7.1.1.1).
@@ -226,6 +227,12 @@ pub struct Params {
     pub server_max_window_bits: u8,
     /// The largest window the client compresses with, 8..=15 (§7.1.2.2).
     pub client_max_window_bits: u8,
+    /// The response carries `server_max_window_bits`: it is below 15, or
+    /// the offer had it, which §7.1.2.1 accepts only "by including the
+    /// "server_max_window_bits" extension parameter in the extension
+    /// negotiation response" (so an offered 15 is answered with 15; Python
+    /// `websockets` fails the connection otherwise).
+    pub server_max_window_bits_answered: bool,
 }
 
 /// Why no offer was accepted. Either way the connection proceeds without
@@ -332,12 +339,14 @@ fn accept(offer: Offer, config: &DeflateConfig) -> Result<Params, Option<&'stati
         Some(bits) => bits.min(max),
         None => max,
     };
+    let server_max_window_bits_answered = offer.server_max_window_bits.is_some() || server_bits < MAX_WINDOW_BITS;
     Ok(match config.mode {
         Mode::Shared => Params {
             server_no_context_takeover: true,
             client_no_context_takeover: true,
             server_max_window_bits: server_bits,
             client_max_window_bits: MAX_WINDOW_BITS,
+            server_max_window_bits_answered,
         },
         Mode::Dedicated => Params {
             server_no_context_takeover: offer.server_no_context_takeover,
@@ -349,6 +358,7 @@ fn accept(offer: Offer, config: &DeflateConfig) -> Result<Params, Option<&'stati
                 None => MAX_WINDOW_BITS,
                 Some(bits) => bits.unwrap_or(MAX_WINDOW_BITS).min(max),
             },
+            server_max_window_bits_answered,
         },
     })
 }
@@ -413,7 +423,7 @@ impl Params {
         if self.client_no_context_takeover {
             r.push(b"; client_no_context_takeover");
         }
-        if self.server_max_window_bits < MAX_WINDOW_BITS {
+        if self.server_max_window_bits_answered {
             r.push_bits("server_max_window_bits", self.server_max_window_bits);
         }
         // Below 15 only when the client offered the parameter (see `accept`).
@@ -1037,13 +1047,15 @@ mod tests {
         let ab = |extra: &str| format!("{AB}{extra}");
         let nct9 = format!("{BOTH_NCT}; server_max_window_bits=9");
         let nct10 = format!("{BOTH_NCT}; server_max_window_bits=10");
+        // §7.1.2.1: an offered server_max_window_bits is answered, 15 too.
+        let nct15 = format!("{BOTH_NCT}; server_max_window_bits=15");
         let cases: Vec<(DeflateConfig, Vec<String>, &str)> = vec![
             // Shared: both no_context_takeover, whatever was offered.
             (SHARED, vec![PMD.into()], BOTH_NCT),
             (SHARED, vec![AB.into()], BOTH_NCT),
             (SHARED, vec![ab("; server_no_context_takeover")], BOTH_NCT),
             (SHARED, vec![ab("; server_max_window_bits=9")], &nct9),
-            (SHARED, vec![ab("; server_max_window_bits=15")], BOTH_NCT),
+            (SHARED, vec![ab("; server_max_window_bits=15")], &nct15),
             (with_max(SHARED, 10), vec![PMD.into()], &nct10),
             (with_max(SHARED, 10), vec![ab("; server_max_window_bits=12")], &nct10),
             (SHARED, vec![format!("{PMD}; client_max_window_bits=10")], BOTH_NCT),
@@ -1062,7 +1074,7 @@ mod tests {
             (
                 DEDICATED,
                 vec![ab("; server_max_window_bits=15")],
-                "permessage-deflate; client_no_context_takeover",
+                "permessage-deflate; client_no_context_takeover; server_max_window_bits=15",
             ),
             (
                 DEDICATED,
@@ -1072,7 +1084,7 @@ mod tests {
             (
                 DEDICATED,
                 vec![ab("; server_no_context_takeover; server_max_window_bits=15")],
-                BOTH_NCT,
+                &nct15,
             ),
             (
                 DEDICATED,
@@ -1303,8 +1315,8 @@ mod tests {
 
     #[test]
     fn params_fit_a_connection_record() {
-        assert_eq!(std::mem::size_of::<Params>(), 4);
-        assert_eq!(std::mem::size_of::<Option<Params>>(), 4);
+        assert_eq!(std::mem::size_of::<Params>(), 5);
+        assert_eq!(std::mem::size_of::<Option<Params>>(), 5);
     }
 
     #[test]
@@ -1314,6 +1326,7 @@ mod tests {
             client_no_context_takeover: true,
             server_max_window_bits: 10,
             client_max_window_bits: 8,
+            server_max_window_bits_answered: true,
         };
         let want = "permessage-deflate; server_no_context_takeover; client_no_context_takeover; \
 server_max_window_bits=10; client_max_window_bits=8";

@@ -1171,6 +1171,7 @@ fn answer_to(offer: &PmdParams, answer: &PmdParams) -> Result<Params, &'static s
         client_no_context_takeover: answer.client_no_context_takeover || offer.client_no_context_takeover,
         server_max_window_bits: server_bits,
         client_max_window_bits: client_bits,
+        server_max_window_bits_answered: answer.server_max_window_bits.is_some(),
     })
 }
 
@@ -2117,6 +2118,8 @@ Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n\r\n"
             client_no_context_takeover: cnct,
             server_max_window_bits: server_bits,
             client_max_window_bits: client_bits,
+            // These cases' responses carry the parameter when it is below 15.
+            server_max_window_bits_answered: server_bits < MAX_WINDOW_BITS,
         }
     }
 

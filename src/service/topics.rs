@@ -498,6 +498,7 @@ impl Topics {
             client_no_context_takeover: true,
             server_max_window_bits: 15,
             client_max_window_bits: 15,
+            server_max_window_bits_answered: false,
         };
         for batch in &mut self.batches[..self.dirty] {
             let Some(topic) = self.topics.get(batch.topic as usize) else {

@@ -69,11 +69,20 @@ def binary_message(size, seed):
 # --------------------------------------------------------------- websockets --
 
 
-def ws_echo(url, expected):
+def ws_echo(url, expected, server_max_window_bits=None):
+    from websockets.extensions.permessage_deflate import ClientPerMessageDeflateFactory
     from websockets.sync.client import connect
 
+    # websockets' own offer, or one with server_max_window_bits, which a
+    # server accepts only "by including" it (RFC 7692 §7.1.2.1): websockets
+    # fails the connection otherwise.
+    extensions = None
+    if server_max_window_bits is not None:
+        extensions = [ClientPerMessageDeflateFactory(
+            server_max_window_bits=server_max_window_bits, client_max_window_bits=True)]
     sizes = [0, 1, 125, 126, 1000, 65535, 65536, 1 << 20, 16 << 20]
-    with connect(url, max_size=None, open_timeout=TIMEOUT, close_timeout=TIMEOUT) as ws:
+    with connect(url, max_size=None, open_timeout=TIMEOUT, close_timeout=TIMEOUT,
+                 extensions=extensions) as ws:
         got_ext = ws.response.headers.get("Sec-WebSocket-Extensions") or ""
         if got_ext != expected:
             fail(f"Sec-WebSocket-Extensions: {got_ext!r}, expected {expected!r}")
@@ -300,7 +309,7 @@ def main():
 
         print(json.dumps({"websockets": websockets.__version__}))
     elif cmd == "echo":
-        ws_echo(args[0], args[1])
+        ws_echo(args[0], args[1], int(args[2]) if len(args) > 2 else None)
     elif cmd == "raw-echo":
         raw_echo(args[0], int(args[1]))
     elif cmd == "plain-echo":

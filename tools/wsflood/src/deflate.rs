@@ -176,6 +176,7 @@ mod tests {
             client_no_context_takeover: cnct,
             server_max_window_bits: 15,
             client_max_window_bits: client_bits,
+            server_max_window_bits_answered: false,
         }
     }
 

@@ -188,12 +188,10 @@ fn lifetime_reconnects_without_losing_echoes() {
 }
 
 /// RFC 7692 §7.1.2.1: a server accepts `server_max_window_bits` "by
-/// including" it in the response. wsloop leaves it out when the value is
-/// 15 (`Params::response` writes it only below 15), so a client that
-/// offers `server_max_window_bits=15` must fail the connection (Python
-/// `websockets` does too: "expected server_max_window_bits").
+/// including" it in the response, so an offered 15 comes back as 15 (were
+/// it left out, wsflood, like Python `websockets`, would fail every
+/// connection: "the response drops the server_max_window_bits offered").
 #[test]
-#[ignore = "server bug: the response omits server_max_window_bits=15 when it was offered"]
 fn an_offered_server_max_window_bits_15_is_answered() {
     let d = Daemon::start(&[]);
     let r = echo_json(
