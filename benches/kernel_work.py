@@ -21,24 +21,19 @@ repetition), and over whole 4-second windows of the client, after its first
   delayed and pure ACKs. They are system-wide, so nothing else should use
   loopback TCP during the run.
 
-Python 3 standard library, `nstat` (iproute2), `taskset` and `stdbuf`; Linux
-only. BENCHMARKS.md ("Reading the results") gives what it found.
+Python 3 standard library and compare.py's helpers (next to this file),
+`nstat` (iproute2), `taskset` and `stdbuf`; Linux only. BENCHMARKS.md
+("Reading the results") gives what it found.
 """
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
-import time
 
-TCK = os.sysconf("SC_CLK_TCK")
+from compare import cpu_seconds, free_port, wait_listening
+
 WINDOW_S = 4.0
-
-
-def cpu_seconds(pid):
-    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TCK
 
 
 def sleeps(pid):
@@ -58,12 +53,6 @@ def snmp():
     return counters
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def run_one(command, load_test, conns, size, windows):
     port = free_port()
     server = subprocess.Popen(
@@ -74,15 +63,8 @@ def run_one(command, load_test, conns, size, windows):
     )
     client = None
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), 0.1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise SystemExit(f"{command}: not listening on {port}")
-                time.sleep(0.02)
+        if not wait_listening(port, server):
+            raise SystemExit(f"{command}: not listening on {port}")
         client = subprocess.Popen(
             ["stdbuf", "-oL", "taskset", "-c", "1", load_test, str(conns), "127.0.0.1", str(port), "0", "0", str(size)],
             stdout=subprocess.PIPE,
